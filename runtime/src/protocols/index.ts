@@ -1,0 +1,17 @@
+export type { Protocol, ProtocolConnection } from './Protocol.js';
+export { registerProtocol, getProtocol, BUILT_IN_TRANSPORT_SCHEMES } from './Protocol.js';
+export { ErrorCode } from './errors.js';
+export type { Transport, TransportInfo, TransportSink } from './Transport.js';
+export { StreamTransport, toWire } from './stream.js';
+export type { StreamTransportOptions } from './stream.js';
+export { WebSocketTransport, WebSocketAcceptor, encodeFrame } from './websocket.js';
+export type { WebSocketAcceptorHooks, WebSocketAcceptorOptions } from './websocket.js';
+export { text } from './text.js';
+export { frame } from './frame.js';
+
+import { registerProtocol } from './Protocol.js';
+import { text } from './text.js';
+import { frame } from './frame.js';
+
+registerProtocol('text', text);
+registerProtocol('frame', frame);

@@ -1,0 +1,188 @@
+import type { Socket } from 'node:net';
+import { ErrorCode } from './errors.js';
+import type { Protocol, ProtocolConnection } from './Protocol.js';
+import type { Transport, TransportSink } from './Transport.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/** Options for a {@link StreamTransport}. */
+export interface StreamTransportOptions {
+  /** Framing protocol; `null` delivers every chunk as it arrives (the `tcp` scheme). */
+  protocol: Protocol | null;
+  maxPackageSize: number;
+  /** What the socket runs over: plain TCP, TLS or a unix socket. */
+  kind: 'tcp' | 'ssl' | 'unix';
+}
+
+/**
+ * A byte-stream socket (TCP, TLS or unix) framed by a {@link Protocol}. Partial packages are
+ * kept as a list of chunks and joined once complete, so a large package costs one copy.
+ */
+export class StreamTransport implements Transport, ProtocolConnection {
+  readonly protocol: string;
+  readonly kind: 'tcp' | 'ssl' | 'unix';
+  readonly maxPackageSize: number;
+  protocolState: unknown;
+  private readonly framer: Protocol | null;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  /** Length of the package being received, once `input` has told it. */
+  private expected = 0;
+  private closed = false;
+  private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly sink: TransportSink,
+    options: StreamTransportOptions,
+  ) {
+    this.framer = options.protocol;
+    this.protocol = options.protocol?.name ?? 'tcp';
+    this.maxPackageSize = options.maxPackageSize;
+    this.protocolState = options.protocol?.createState?.();
+    this.kind = options.kind;
+    // Addresses are read once: Node forgets them after the socket closes, and `connections` may ask later.
+    this.address = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+    };
+    if (this.kind !== 'unix') socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      sink.onTransportError(ErrorCode.SOCKET_ERROR, error.code ? `${error.code}: ${error.message}` : error.message);
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.chunks = [];
+      sink.onTransportClose();
+    });
+  }
+
+  get remoteAddress(): string {
+    return this.address.remoteAddress;
+  }
+  get remotePort(): number {
+    return this.address.remotePort;
+  }
+  get localAddress(): string {
+    return this.address.localAddress;
+  }
+  get localPort(): number {
+    return this.address.localPort;
+  }
+  get bytesRead(): number {
+    return this.socket.bytesRead;
+  }
+  get bytesWritten(): number {
+    return this.socket.bytesWritten;
+  }
+  get bufferedAmount(): number {
+    return this.socket.writableLength;
+  }
+
+  send(data: unknown, raw: boolean): boolean {
+    const bytes = raw || !this.framer ? toWire(data) : this.framer.encode(data, this);
+    this.socket.write(bytes);
+    // A write that libuv completed synchronously has already left the writable buffer.
+    return this.socket.writableLength === 0;
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  watchDrain(): void {
+    // An empty write completes after everything queued before it: one callback for any buffer size.
+    this.socket.write(EMPTY, () => {
+      if (!this.closed) this.sink.onTransportDrain();
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    if (!this.framer) {
+      this.sink.onTransportMessage(chunk);
+      return;
+    }
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.expected > this.buffered) return;
+    let buffer = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    while (buffer.length > 0 && !this.closed && !this.socket.destroyed) {
+      if (this.expected === 0) {
+        const length = this.measure(buffer);
+        if (length < 0) return;
+        if (length === 0) break;
+        this.expected = length;
+      }
+      if (buffer.length < this.expected) break;
+      const packet = buffer.length === this.expected ? buffer : buffer.subarray(0, this.expected);
+      buffer = buffer.subarray(this.expected);
+      this.expected = 0;
+      let message: unknown;
+      try {
+        message = this.framer.decode(packet, this);
+      } catch (error) {
+        this.fail(ErrorCode.BAD_PACKAGE, `${this.protocol}: cannot decode package: ${(error as Error).message}`);
+        return;
+      }
+      this.sink.onTransportMessage(message);
+    }
+    if (buffer.length > 0 && !this.closed) {
+      this.chunks.push(buffer);
+      this.buffered = buffer.length;
+    }
+  }
+
+  /** Asks the protocol for the next package length; closes the connection on -1 or over-limit sizes. */
+  private measure(buffer: Buffer): number {
+    const framer = this.framer as Protocol;
+    let length: number;
+    try {
+      length = framer.input(buffer, this);
+    } catch (error) {
+      this.fail(ErrorCode.BAD_PACKAGE, `${this.protocol}: ${(error as Error).message}`);
+      return -1;
+    }
+    if (length < 0 || !Number.isInteger(length)) {
+      this.fail(ErrorCode.BAD_PACKAGE, `${this.protocol}: malformed package`);
+      return -1;
+    }
+    if (length > this.maxPackageSize || (length === 0 && buffer.length >= this.maxPackageSize)) {
+      const size = length === 0 ? `more than ${buffer.length}` : String(length);
+      this.fail(ErrorCode.PACKAGE_TOO_LARGE, `${this.protocol}: package of ${size} bytes exceeds maxPackageSize ${this.maxPackageSize}`);
+      return -1;
+    }
+    return length;
+  }
+
+  private fail(code: ErrorCode, reason: string): void {
+    this.sink.onTransportError(code, reason);
+    this.chunks = [];
+    this.buffered = 0;
+    this.socket.destroy();
+  }
+}
+
+/** Bytes for a raw send: Buffers and typed arrays as they are, anything else as its UTF-8 string. */
+export function toWire(data: unknown): Buffer | string {
+  if (typeof data === 'string' || Buffer.isBuffer(data)) return data;
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (data instanceof ArrayBuffer) return Buffer.from(data);
+  return String(data);
+}

@@ -1,0 +1,326 @@
+import { ErrorCode, type Transport, type TransportSink } from '../protocols/index.js';
+import type { ConnectionInfo } from './ipc.js';
+import { describeError, log } from './log.js';
+import { processStats } from './stats.js';
+
+/**
+ * What `send` did with the data, as in Workerman: `true` it reached the kernel, `null` it waits
+ * in the send buffer, `false` it was dropped (buffer full or connection closed; counted in
+ * `send_fail` and reported to `onError`).
+ */
+export type SendResult = true | null | false;
+
+/** The life of a connection. */
+export type ConnectionStatus = 'connecting' | 'established' | 'closing' | 'closed';
+
+/** Callbacks a connection reports to. Any of them may be async; a throw or rejection is logged with the connection id. */
+export interface ConnectionEvents<M = unknown, C extends Connection<M> = Connection<M>> {
+  /** The connection is established (for WebSocket: the upgrade request arrived). */
+  onConnect?: (conn: C) => unknown;
+  /** One decoded message arrived. */
+  onMessage?: (conn: C, data: M) => unknown;
+  /** The connection is closed, whoever closed it. Called once. */
+  onClose?: (conn: C) => unknown;
+  /** Something went wrong; see {@link ErrorCode}. */
+  onError?: (conn: C, code: ErrorCode, message: string) => unknown;
+  /** The send buffer reached `maxSendBufferSize`; further sends are dropped until it drains. */
+  onBufferFull?: (conn: C) => unknown;
+  /** The send buffer emptied after `onBufferFull`. */
+  onBufferDrain?: (conn: C) => unknown;
+}
+
+/** Settings a connection takes from its Worker or its own options. */
+export interface ConnectionLimits {
+  /** Largest package accepted from the peer, in bytes. Default 10 MB. */
+  maxPackageSize: number;
+  /** Largest amount of unsent data held for the peer, in bytes. Default 1 MB. */
+  maxSendBufferSize: number;
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  maxPackageSize: 10 * 1024 * 1024,
+  maxSendBufferSize: 1024 * 1024,
+};
+
+/** Who owns a connection: the source of callbacks, told when the connection goes away. */
+export interface ConnectionOwner {
+  /** Name shown in logs and `connections` (the Worker name). */
+  readonly name: string;
+  /** Callbacks, read at each event so that reassigning them takes effect at once. */
+  readonly events: ConnectionEvents<never, never>;
+  forget(conn: Connection<never>): void;
+}
+
+let nextConnectionId = 1;
+
+/**
+ * One client connection: identity, callbacks and the send-buffer policy, over a transport
+ * (TCP/TLS/unix byte stream with a framing protocol, or WebSocket).
+ * @typeParam M the message type `onMessage` receives (depends on the protocol).
+ */
+export class Connection<M = unknown> implements TransportSink {
+  /** Unique within this process. */
+  readonly id = nextConnectionId++;
+  /** Free-form application state for this connection (user name, room, …). */
+  context: Record<string, unknown> = {};
+  /** See {@link ConnectionLimits.maxSendBufferSize}; may be changed per connection. */
+  maxSendBufferSize: number;
+  /** See {@link ConnectionLimits.maxPackageSize}. */
+  readonly maxPackageSize: number;
+  protected transport: Transport | null = null;
+  protected currentStatus: ConnectionStatus = 'connecting';
+  /** Sends made before the transport is ready (e.g. in onConnect before a WebSocket handshake). */
+  private pending: Array<{ data: unknown; raw: boolean; size: number }> = [];
+  private pendingBytes = 0;
+  private bufferFull = false;
+  private paused = false;
+  private closeWhenReady = false;
+  /** Bytes of transports this connection had before (AsyncConnection reconnects). */
+  protected retired = { bytesRead: 0, bytesWritten: 0 };
+  private addresses: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number } | null = null;
+
+  constructor(
+    protected owner: ConnectionOwner,
+    limits: ConnectionLimits,
+  ) {
+    this.maxSendBufferSize = limits.maxSendBufferSize;
+    this.maxPackageSize = limits.maxPackageSize;
+  }
+
+  get status(): ConnectionStatus {
+    return this.currentStatus;
+  }
+  /** Protocol name: tcp, text, frame, websocket, … */
+  get protocol(): string {
+    return this.transport?.protocol ?? 'unknown';
+  }
+  /** tcp, ssl or unix. */
+  get transportKind(): string {
+    return this.transport?.kind ?? 'tcp';
+  }
+  get remoteAddress(): string {
+    return (this.transport ?? this.addresses)?.remoteAddress ?? '';
+  }
+  get remotePort(): number {
+    return (this.transport ?? this.addresses)?.remotePort ?? 0;
+  }
+  get localAddress(): string {
+    return (this.transport ?? this.addresses)?.localAddress ?? '';
+  }
+  get localPort(): number {
+    return (this.transport ?? this.addresses)?.localPort ?? 0;
+  }
+  get bytesRead(): number {
+    return this.retired.bytesRead + (this.transport?.bytesRead ?? 0);
+  }
+  get bytesWritten(): number {
+    return this.retired.bytesWritten + (this.transport?.bytesWritten ?? 0);
+  }
+  /** Bytes accepted by `send` that have not reached the kernel yet. */
+  get sendBufferSize(): number {
+    return this.pendingBytes + (this.transport?.bufferedAmount ?? 0);
+  }
+
+  /**
+   * Sends a message, encoded by the connection's protocol (or as it is with `raw`).
+   * @returns true (in the kernel), null (buffered) or false (dropped), see {@link SendResult}.
+   */
+  send(data: M | string | Buffer, raw = false): SendResult {
+    if (this.currentStatus === 'closing' || this.currentStatus === 'closed') {
+      return this.dropSend('connection is closed');
+    }
+    if (this.sendBufferSize >= this.maxSendBufferSize) {
+      return this.dropSend('send buffer full and drop package');
+    }
+    if (!this.transport || this.currentStatus === 'connecting') {
+      const size = typeof data === 'string' ? Buffer.byteLength(data) : Buffer.isBuffer(data) ? data.length : 64;
+      this.pending.push({ data, raw, size });
+      this.pendingBytes += size;
+      this.checkBufferFull();
+      return null;
+    }
+    if (this.transport.send(data, raw)) return true;
+    this.checkBufferFull();
+    return null;
+  }
+
+  /**
+   * Sends `data` if given, then closes once the send buffer has been flushed
+   * (for WebSocket: a close frame with code 1000).
+   */
+  close(data?: M | string | Buffer, raw = false): void {
+    if (data !== undefined) this.send(data, raw);
+    if (this.currentStatus === 'closing' || this.currentStatus === 'closed') return;
+    if (!this.transport || this.currentStatus === 'connecting') {
+      this.closeWhenReady = true;
+      this.currentStatus = 'closing';
+      return;
+    }
+    this.currentStatus = 'closing';
+    this.transport.close();
+  }
+
+  /** Closes at once, dropping anything unsent. */
+  destroy(): void {
+    if (this.currentStatus === 'closed') return;
+    this.currentStatus = 'closing';
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.transport?.destroy();
+  }
+
+  /** Stops reading from the peer (backpressure): at most one socket buffer more arrives. */
+  pauseRecv(): void {
+    this.paused = true;
+    this.transport?.pause();
+  }
+
+  /** Reads from the peer again after {@link pauseRecv}. */
+  resumeRecv(): void {
+    this.paused = false;
+    this.transport?.resume();
+  }
+
+  /** A row for the `connections` command. */
+  info(pid: number): ConnectionInfo {
+    return {
+      pid,
+      worker: this.owner.name,
+      id: this.id,
+      protocol: this.protocol,
+      transport: this.transportKind,
+      remoteAddress: formatAddress(this.remoteAddress, this.remotePort),
+      localAddress: formatAddress(this.localAddress, this.localPort),
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+      sendBuffer: this.sendBufferSize,
+      status: this.currentStatus,
+    };
+  }
+
+  /**
+   * Puts a transport under this connection and flushes what was sent before it was ready.
+   * @internal used by Worker and AsyncConnection.
+   */
+  attach(transport: Transport): void {
+    this.transport = transport;
+    this.addresses = null;
+    if (this.paused) transport.pause();
+    this.currentStatus = 'established';
+    this.flushPending();
+    if (this.closeWhenReady) {
+      this.closeWhenReady = false;
+      this.currentStatus = 'closing';
+      transport.close();
+    }
+  }
+
+  /**
+   * Records the peer's addresses before a transport exists (during a WebSocket handshake), so
+   * that onConnect can read them.
+   * @internal
+   */
+  adoptAddresses(socket: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): void {
+    this.addresses = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+    };
+  }
+
+  /** Tells the owner's `onConnect`. @internal */
+  announce(): void {
+    this.emit('onConnect');
+  }
+
+  /** True once a transport carries this connection. @internal */
+  get attached(): boolean {
+    return this.transport !== null;
+  }
+
+  private flushPending(): boolean {
+    const queued = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const item of queued) this.transport?.send(item.data, item.raw);
+    if (queued.length > 0) this.checkBufferFull();
+    return queued.length > 0;
+  }
+
+  /** @internal TransportSink */
+  onTransportMessage(message: unknown): void {
+    processStats.totalRequest++;
+    this.emit('onMessage', message);
+  }
+
+  /** @internal TransportSink */
+  onTransportClose(): void {
+    if (this.currentStatus === 'closed') return;
+    this.currentStatus = 'closed';
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.owner.forget(this as Connection<never>);
+    this.emit('onClose');
+  }
+
+  /** @internal TransportSink */
+  onTransportError(code: ErrorCode, message: string): void {
+    const handler = this.owner.events.onError;
+    if (handler) {
+      this.emit('onError', code, message);
+      return;
+    }
+    // Resets and timeouts are ordinary on the Internet; bad input deserves a line.
+    const fields = { conn: this.id, remote: formatAddress(this.remoteAddress, this.remotePort), code };
+    if (code === ErrorCode.SOCKET_ERROR) log.debug(message, fields);
+    else log.info(`closing connection: ${message}`, fields);
+  }
+
+  /** @internal TransportSink */
+  onTransportDrain(): void {
+    if (!this.bufferFull) return;
+    if (this.sendBufferSize > 0) {
+      this.transport?.watchDrain();
+      return;
+    }
+    this.bufferFull = false;
+    this.emit('onBufferDrain');
+  }
+
+  private checkBufferFull(): void {
+    if (this.bufferFull || this.sendBufferSize < this.maxSendBufferSize) return;
+    this.bufferFull = true;
+    this.emit('onBufferFull');
+    this.transport?.watchDrain();
+  }
+
+  private dropSend(reason: string): false {
+    processStats.sendFail++;
+    if (this.owner.events.onError) this.emit('onError', ErrorCode.SEND_FAIL, reason);
+    return false;
+  }
+
+  /** Calls a user callback; a throw or a rejection is logged with this connection's id and goes no further. */
+  protected emit(name: keyof ConnectionEvents, ...args: unknown[]): void {
+    const handler = this.owner.events[name] as ((...a: unknown[]) => unknown) | undefined;
+    if (!handler) return;
+    try {
+      const result = handler(this, ...args);
+      if (result instanceof Promise) result.catch((error: unknown) => this.reportHandlerError(name, error));
+    } catch (error) {
+      this.reportHandlerError(name, error);
+    }
+  }
+
+  private reportHandlerError(name: string, error: unknown): void {
+    log.error(`${name} threw`, { worker: this.owner.name, conn: this.id, error: describeError(error) });
+  }
+}
+
+/** `host:port`, with brackets for IPv6; the bare address when there is no port (unix). */
+export function formatAddress(address: string, port: number): string {
+  if (!address) return port ? `:${port}` : '';
+  if (!port) return address;
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}

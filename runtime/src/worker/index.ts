@@ -1,0 +1,12 @@
+export { Worker } from './Worker.js';
+export type { WorkerOptions, WorkerEvents, WebSocketRejection, MessageOf } from './Worker.js';
+export { Connection, formatAddress } from './Connection.js';
+export type { SendResult, ConnectionStatus, ConnectionEvents, ConnectionLimits } from './Connection.js';
+export { AsyncConnection } from './AsyncConnection.js';
+export type { AsyncConnectionOptions } from './AsyncConnection.js';
+export { Timer } from './Timer.js';
+export { Logger, log, setRole, describeError } from './log.js';
+export type { LogLevel, LogFields } from './log.js';
+export type { ProcessStatus, ConnectionInfo } from './ipc.js';
+export { parseAddress, formatListen } from './address.js';
+export type { ListenSpec, ParsedAddress } from './address.js';
