@@ -1,0 +1,25 @@
+/**
+ * The Gateway: holds the players' WebSocket connections, pings idle clients, and forwards every
+ * message to a BusinessWorker. It never runs business code, so reloading the workers never
+ * disconnects anyone.
+ */
+import { pathToFileURL } from 'node:url';
+import { Gateway, Worker } from 'gatewayworker';
+
+const port = Number(process.env.{{envPrefix}}GATEWAY_PORT ?? {{gatewayPort}});
+
+new Gateway(`websocket://0.0.0.0:${port}`, {
+  name: '{{appName}}Gateway',
+  count: Number(process.env.{{envPrefix}}GATEWAY_COUNT ?? 2),
+  // Workers connect to lanIp:startPort+n (one port per gateway process): keep it a private address.
+  lanIp: process.env.LAN_IP ?? '127.0.0.1',
+  startPort: Number(process.env.{{envPrefix}}START_PORT ?? {{startPort}}),
+  registerAddress: process.env.{{envPrefix}}REGISTER_ADDRESS ?? '127.0.0.1:{{registerPort}}',
+  secretKey: process.env.SECRET_KEY,
+  // Clients answer {"type":"ping"} with {"type":"pong"}; silent clients are closed.
+  pingInterval: 25,
+  pingData: '{"type":"ping"}',
+});
+
+// Run alone (`tsx Applications/{{appName}}/start_gateway.ts start`) to put Gateways on their own hosts.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) Worker.runAll();
