@@ -5,3 +5,14 @@
 export * from './worker/index.js';
 export { ErrorCode, registerProtocol, getProtocol, encodeFrame, text, frame } from './protocols/index.js';
 export type { Protocol, ProtocolConnection } from './protocols/index.js';
+export { Register } from './register/index.js';
+export type { RegisterOptions } from './register/index.js';
+export { Gateway } from './api/facade.js';
+export type { GatewayOptions, Router, RouteContext, WorkerInfo } from './gateway/index.js';
+export { staticFiles } from './gateway/index.js';
+export { BusinessWorker } from './business/index.js';
+export type { BusinessWorkerOptions, Context, EventHandlers, WebSocketRequest, ClientInfo } from './business/index.js';
+export { GatewayApi, GatewayClient, GatewayArgumentError, GatewayQueryTimeoutError } from './api/index.js';
+export type { ClientMessage, Session, GatewayClientOptions } from './api/index.js';
+export { parseClientId, InvalidClientIdError } from './internal/index.js';
+export type { ClientIdParts } from './internal/index.js';

@@ -200,6 +200,11 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
     return formatListen(this.parsed.scheme, this.parsed.endpoint, this.boundPort || undefined);
   }
 
+  /** How this Worker frames client data: ws messages, or a byte-stream protocol (null = raw). @internal */
+  get framing(): { family: 'stream' | 'websocket' | null; protocol: Protocol | null } {
+    return { family: this.parsed?.family ?? null, protocol: this.parsed?.protocol ?? null };
+  }
+
   /** @internal ConnectionOwner */
   get events(): ConnectionEvents<never, never> {
     return this as unknown as ConnectionEvents<never, never>;

@@ -1,0 +1,7 @@
+export { GatewayApi, GatewayArgumentError } from './GatewayApi.js';
+export type { ClientMessage, Session } from './GatewayApi.js';
+export { GatewayClient } from './GatewayClient.js';
+export type { GatewayClientOptions } from './GatewayClient.js';
+export { GatewayLinks, GatewayQueryTimeoutError } from './GatewayLinks.js';
+export type { GatewayLink, GatewayLinksOptions } from './GatewayLinks.js';
+export { currentApi, setCurrentApi } from './current.js';

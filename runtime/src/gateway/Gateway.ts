@@ -1,0 +1,414 @@
+import type { IncomingMessage } from 'node:http';
+import { clientIdPrefix, gatewayKey, makeClientId, splitHostPort } from '../internal/clientId.js';
+import {
+  Cmd,
+  PayloadFlag,
+  Target,
+  decodeBroadcast,
+  decodeJson,
+  decodeRequest,
+  decodeSend,
+  decodeU32,
+  encodeJson,
+  encodeRequest,
+  payloadOf,
+} from '../internal/codec.js';
+import { DEFAULT_LINK_BUFFER, acceptLink, dialLink, type DialedLink, type Link } from '../internal/link.js';
+import { encodeFrame } from '../protocols/index.js';
+import type { Connection } from '../worker/Connection.js';
+import { describeError, log } from '../worker/log.js';
+import { Timer } from '../worker/Timer.js';
+import { Worker, type WorkerOptions } from '../worker/Worker.js';
+import { ClientTable, deepMerge, type Client } from './clients.js';
+import { GatewayQueries } from './queries.js';
+import { staticFiles } from './static.js';
+import { WorkerPool, type Router } from './WorkerPool.js';
+
+/** Options of a {@link Gateway}. */
+export interface GatewayOptions
+  extends Pick<WorkerOptions, 'name' | 'count' | 'transport' | 'tls' | 'protocol' | 'maxPackageSize' | 'handshakeTimeout' | 'backlog' | 'reusePort' | 'keepAlive'> {
+  /** Address workers reach this gateway on; must be an IP of this host. Default 127.0.0.1. */
+  lanIp?: string;
+  /** Internal port of process 0; process n listens on startPort + n. Default 2900. */
+  startPort?: number;
+  /** Register address(es), `host:port`. Default 127.0.0.1:1236. */
+  registerAddress?: string | string[];
+  /** Seconds between heartbeat checks; 0 turns the heartbeat off. Default 0. */
+  pingInterval?: number;
+  /**
+   * A client silent for `pingInterval × pingNotResponseLimit` seconds is closed at the next check,
+   * i.e. after between that and one more `pingInterval`. 0 never closes silent clients.
+   */
+  pingNotResponseLimit?: number;
+  /** Sent to each client that was silent during the last `pingInterval`. */
+  pingData?: string | Buffer;
+  /** Places client events on BusinessWorkers; default sticky per client, fewest clients first. */
+  router?: Router;
+  /** Shared secret of the internal links. Default: empty. */
+  secretKey?: string;
+  /** Bytes queued per worker link before frames are dropped. Default 64 MB. */
+  sendToWorkerBufferSize?: number;
+  /** Bytes queued per client before sends are dropped. Default 1 MB. */
+  sendToClientBufferSize?: number;
+  /** Client events kept while no worker is up. Default 100,000. */
+  holdLimit?: number;
+  /** Seconds a client event waits for a worker before it is dropped with a log line. Default 30. */
+  holdTimeout?: number;
+  /** Serve this directory over HTTP on a WebSocket port (a browser client beside its socket). */
+  staticDir?: string | URL;
+  /** Called in the gateway when a client connects (no business code here: logging, metrics). */
+  onConnect?: (conn: Connection) => unknown;
+  /** Called in the gateway when a client leaves. */
+  onClose?: (conn: Connection) => unknown;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Holds client connections and does network I/O only: it forwards client events to
+ * BusinessWorkers and carries out what they ask (sends, groups, uids, sessions). Each process
+ * listens on `lanIp:startPort+id` for workers and announces itself to the Register.
+ * Gateways are never reloaded, so clients stay connected while workers reload.
+ */
+export class Gateway extends Worker {
+  readonly lanIp: string;
+  readonly startPort: number;
+  readonly clients = new ClientTable();
+  private readonly settings: GatewayOptions;
+  private readonly registerAddresses: string[];
+  private epoch = 0;
+  private idPrefix = '';
+  private internalKey = '';
+  private pool: WorkerPool | null = null;
+  private readonly apiLinks = new Set<Link>();
+  private readonly linkHandlers = new Map<number, { onMessage(data: Buffer): void; onClose(): void }>();
+  private registers: DialedLink[] = [];
+  private internal: Worker | null = null;
+  private readonly queries = new GatewayQueries(this.clients, () => this.idPrefix);
+
+  /** @param address client-facing address, e.g. `websocket://0.0.0.0:7272` or `text://0.0.0.0:8282`. */
+  constructor(address: string, options: GatewayOptions = {}) {
+    super(address, {
+      ...options,
+      name: options.name ?? 'Gateway',
+      reloadable: false,
+      maxSendBufferSize: options.sendToClientBufferSize,
+      onHttpRequest: options.staticDir ? staticFiles(options.staticDir) : undefined,
+    });
+    this.settings = options;
+    this.lanIp = options.lanIp ?? '127.0.0.1';
+    this.startPort = options.startPort ?? 2900;
+    const registers = options.registerAddress ?? '127.0.0.1:1236';
+    this.registerAddresses = Array.isArray(registers) ? registers : [registers];
+    for (const register of this.registerAddresses) splitHostPort(register);
+    this.onWorkerStart = () => this.startInternal();
+    this.onWorkerStop = () => this.stopInternal();
+    this.onConnect = (conn) => this.clientConnected(conn);
+    this.onWebSocketConnect = (conn, request) => this.clientUpgraded(conn, request);
+    this.onMessage = (conn, data) => this.clientMessage(conn, data);
+    this.onClose = (conn) => this.clientClosed(conn);
+  }
+
+  /** The internal address of this process (`lanIp:port`), set once it started. */
+  get internalAddress(): string {
+    return this.internalKey;
+  }
+
+  private async startInternal(): Promise<void> {
+    this.epoch = Date.now();
+    const port = this.startPort + this.id;
+    this.idPrefix = clientIdPrefix(this.lanIp, port, this.epoch);
+    this.internalKey = gatewayKey(this.lanIp, port);
+    this.pool = new WorkerPool(this.settings.router, {
+      limit: this.settings.holdLimit ?? 100_000,
+      timeoutMs: (this.settings.holdTimeout ?? 30) * 1000,
+    });
+    const secret = this.settings.secretKey ?? '';
+    const self = { role: 'gateway', name: `${this.name}#${this.id}`, address: this.internalKey, epoch: this.epoch };
+    const internal = new Worker(`frame://${this.internalKey}`, {
+      name: `${this.name}:internal`,
+      maxSendBufferSize: this.settings.sendToWorkerBufferSize ?? DEFAULT_LINK_BUFFER,
+      maxPackageSize: Math.max(this.limitsPackageSize() + 1024 * 1024, 16 * 1024 * 1024),
+    });
+    internal.onConnect = (conn) => {
+      this.linkHandlers.set(
+        conn.id,
+        acceptLink(conn as Connection, {
+          secret,
+          self,
+          onAuthenticated: (link) => this.linkUp(link),
+          onClosed: (link) => this.linkDown(link),
+        }),
+      );
+    };
+    internal.onMessage = (conn, data) => this.linkHandlers.get(conn.id)?.onMessage(data as Buffer);
+    internal.onClose = (conn) => {
+      this.linkHandlers.get(conn.id)?.onClose();
+      this.linkHandlers.delete(conn.id);
+    };
+    await internal.listen();
+    this.internal = internal;
+    this.registers = this.registerAddresses.map((address) =>
+      dialLink(address, {
+        secret,
+        self,
+        onOpen: (link) => link.write(encodeJson(Cmd.GATEWAY_ANNOUNCE, { addresses: [this.internalKey] })),
+        onDown: () => log.warn('lost the register; retrying every second', { register: address }),
+      }),
+    );
+    this.startHeartbeat();
+    log.info('gateway ready', { listen: this.listening, internal: this.internalKey });
+  }
+
+  private async stopInternal(): Promise<void> {
+    for (const register of this.registers) register.close();
+    // Clients close first so that workers get their close events over links still up.
+    for (const client of this.clients.byCounter.values()) client.conn.close();
+    const deadline = Date.now() + 1000;
+    while (this.clients.byCounter.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
+    this.pool?.close();
+    await this.internal?.close();
+  }
+
+  private limitsPackageSize(): number {
+    return this.settings.maxPackageSize ?? 10 * 1024 * 1024;
+  }
+
+  private startHeartbeat(): void {
+    const interval = this.settings.pingInterval ?? 0;
+    if (interval <= 0) return;
+    const limit = this.settings.pingNotResponseLimit ?? 0;
+    const pingData = this.settings.pingData;
+    Timer.add(interval, () => {
+      const now = Date.now();
+      for (const client of this.clients.byCounter.values()) {
+        const silent = now - client.lastSeen;
+        if (limit > 0 && silent >= interval * limit * 1000) {
+          log.debug('heartbeat timeout, closing client', { client: client.id });
+          client.conn.destroy();
+        } else if (pingData !== undefined && silent >= interval * 1000) {
+          client.conn.send(pingData);
+        }
+      }
+    });
+  }
+
+  // ---- clients -------------------------------------------------------------------------------
+
+  private clientConnected(conn: Connection): void {
+    const client: Client = {
+      counter: conn.id,
+      id: makeClientId(this.idPrefix, conn.id),
+      conn,
+      uid: null,
+      groups: new Set(),
+      session: null,
+      sessionJson: null,
+      version: 0,
+      lastSeen: Date.now(),
+      info: { clientIp: conn.remoteAddress, clientPort: conn.remotePort, gatewayAddress: this.internalKey, gatewayListen: this.listening },
+      closed: false,
+    };
+    this.clients.refreshEnvelope(client);
+    this.clients.add(client);
+    conn.context.clientId = client.id;
+    // A WebSocket client is announced once its handshake request is known.
+    if (this.framing.family !== 'websocket') this.dispatchConnect(client);
+    this.callUser('onConnect', conn);
+  }
+
+  private clientUpgraded(conn: Connection, request: IncomingMessage): void {
+    const client = this.clients.get(conn.id);
+    if (!client) return;
+    client.info.websocket = { url: request.url ?? '/', headers: request.headers };
+    this.clients.refreshEnvelope(client);
+    this.dispatchConnect(client);
+  }
+
+  private dispatchConnect(client: Client): void {
+    this.pool?.dispatch(client, Cmd.CLIENT_CONNECT, 0, EMPTY);
+  }
+
+  private clientMessage(conn: Connection, data: unknown): void {
+    const client = this.clients.get(conn.id);
+    if (!client) return;
+    client.lastSeen = Date.now();
+    const { bytes, binary } = payloadOf(data);
+    this.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, binary ? PayloadFlag.BINARY : 0, bytes);
+  }
+
+  private clientClosed(conn: Connection): void {
+    const client = this.clients.get(conn.id);
+    if (client) {
+      this.clients.remove(client);
+      this.pool?.dispatch(client, Cmd.CLIENT_CLOSE, 0, EMPTY);
+    }
+    this.callUser('onClose', conn);
+  }
+
+  private callUser(name: 'onConnect' | 'onClose', conn: Connection): void {
+    const handler = this.settings[name];
+    if (!handler) return;
+    try {
+      const result = handler(conn);
+      if (result instanceof Promise) result.catch((error: unknown) => log.error(`gateway ${name} threw`, { conn: conn.id, error: describeError(error) }));
+    } catch (error) {
+      log.error(`gateway ${name} threw`, { conn: conn.id, error: describeError(error) });
+    }
+  }
+
+  // ---- links ---------------------------------------------------------------------------------
+
+  private linkUp(link: Link): void {
+    if (link.peer.role === 'worker') this.pool?.add(link);
+    else if (link.peer.role === 'client') this.apiLinks.add(link);
+    else {
+      log.warn('unexpected peer role on the internal port', { role: link.peer.role });
+      link.conn.destroy();
+      return;
+    }
+    link.onFrame = (cmd, body) => {
+      try {
+        this.command(link, cmd, body);
+      } catch (error) {
+        log.warn(`bad internal command ${cmd}: ${(error as Error).message}`, { peer: link.peer.name });
+      }
+    };
+  }
+
+  private linkDown(link: Link): void {
+    this.apiLinks.delete(link);
+    this.pool?.remove(link);
+  }
+
+  private command(link: Link, cmd: number, body: Buffer): void {
+    switch (cmd) {
+      case Cmd.ACK:
+        this.pool?.ack(link, decodeU32(body));
+        break;
+      case Cmd.SEND: {
+        const send = decodeSend(body);
+        if (send.epoch !== this.epoch) break;
+        const client = this.clients.get(send.counter);
+        if (client) client.conn.send(send.flags & PayloadFlag.BINARY ? send.payload : send.payload.toString(), (send.flags & PayloadFlag.RAW) !== 0);
+        break;
+      }
+      case Cmd.BROADCAST:
+        this.broadcast(body);
+        break;
+      case Cmd.CONTROL:
+        this.control(link, decodeJson<ControlOp>(body));
+        break;
+      case Cmd.QUERY: {
+        const { req, value } = decodeRequest<{ op: string; args: Record<string, unknown> }>(body);
+        let result: unknown;
+        try {
+          result = { ok: this.queries.run(value.op, value.args ?? {}, this.epoch) };
+        } catch (error) {
+          result = { error: (error as Error).message };
+        }
+        link.write(encodeRequest(Cmd.QUERY_RESULT, req, result));
+        break;
+      }
+      case Cmd.DRAIN:
+        this.pool?.drain(link);
+        break;
+      default:
+        log.debug('unknown internal command', { cmd, peer: link.peer.name });
+    }
+  }
+
+  /** One broadcast: the payload is encoded for the client protocol once, then written raw to each recipient. */
+  private broadcast(body: Buffer): void {
+    const message = decodeBroadcast(body);
+    const excluded = message.excluded.length > 0 && message.epoch === this.epoch ? new Set(message.excluded) : null;
+    let recipients: Iterable<Client>;
+    if (message.target === Target.ALL) recipients = this.clients.byCounter.values();
+    else if (message.target === Target.CLIENTS) {
+      if (message.epoch !== this.epoch) return;
+      recipients = (message.targets as number[]).map((counter) => this.clients.get(counter)).filter((c): c is Client => c !== undefined);
+    } else {
+      const index = message.target === Target.GROUPS ? this.clients.groups : this.clients.uids;
+      const names = message.targets as string[];
+      if (names.length === 1) recipients = index.get(names[0]) ?? [];
+      else {
+        const union = new Set<Client>();
+        for (const name of names) for (const client of index.get(name) ?? []) union.add(client);
+        recipients = union;
+      }
+    }
+    const wire = this.encodeOnce(message.payload, message.flags);
+    for (const client of recipients) {
+      if (excluded?.has(client.counter)) continue;
+      client.conn.send(wire, true);
+    }
+  }
+
+  private encodeOnce(payload: Buffer, flags: number): Buffer | string {
+    if (flags & PayloadFlag.RAW) return payload;
+    const message = flags & PayloadFlag.BINARY ? payload : payload.toString();
+    const { family, protocol } = this.framing;
+    if (family === 'websocket') return encodeFrame(message);
+    if (protocol) return protocol.encode(message, { maxPackageSize: this.limitsPackageSize(), protocolState: protocol.createState?.() });
+    return payload;
+  }
+
+  private control(link: Link, op: ControlOp): void {
+    if (op.op === 'ungroup') {
+      this.clients.ungroup(requireString(op.group, 'group'));
+      return;
+    }
+    if (op.epoch !== this.epoch) return;
+    const client = this.clients.get(op.counter);
+    if (!client) return;
+    switch (op.op) {
+      case 'joinGroup':
+        this.clients.joinGroup(client, requireString(op.group, 'group'));
+        break;
+      case 'leaveGroup':
+        this.clients.leaveGroup(client, requireString(op.group, 'group'));
+        break;
+      case 'bindUid':
+        this.clients.bindUid(client, requireString(op.uid, 'uid'));
+        break;
+      case 'unbindUid':
+        if (op.uid === undefined || op.uid === client.uid) this.clients.unbindUid(client);
+        break;
+      case 'close':
+        if (op.data !== undefined) client.conn.close(op.binary ? Buffer.from(op.data, 'base64') : op.data);
+        else client.conn.close();
+        break;
+      case 'destroy':
+        client.conn.destroy();
+        break;
+      case 'setSession': {
+        const base = client.version;
+        this.clients.setSession(client, (op.session ?? null) as Record<string, unknown> | null);
+        if (op.base === base) this.pool?.sessionWritten(link, client, base);
+        break;
+      }
+      case 'updateSession':
+        this.clients.setSession(client, deepMerge(client.session ?? {}, (op.session ?? {}) as Record<string, unknown>));
+        break;
+    }
+  }
+}
+
+/** A control command from a worker or GatewayClient. */
+interface ControlOp {
+  op: 'joinGroup' | 'leaveGroup' | 'ungroup' | 'bindUid' | 'unbindUid' | 'close' | 'destroy' | 'setSession' | 'updateSession';
+  counter: number;
+  epoch: number;
+  group?: string;
+  uid?: string;
+  data?: string;
+  binary?: boolean;
+  session?: unknown;
+  base?: number;
+}
+
+function requireString(value: unknown, name: string): string {
+  if (typeof value !== 'string' || value === '') throw new TypeError(`${name} must be a non-empty string`);
+  return value;
+}

@@ -1,0 +1,3 @@
+export type { GatewayOptions } from './Gateway.js';
+export type { Router, RouteContext, WorkerInfo } from './WorkerPool.js';
+export { staticFiles } from './static.js';

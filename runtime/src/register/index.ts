@@ -1,0 +1,2 @@
+export { Register } from './Register.js';
+export type { RegisterOptions } from './Register.js';
