@@ -157,7 +157,7 @@ export class Gateway extends Worker {
       }),
     );
     this.startHeartbeat();
-    log.info('gateway ready', { listen: this.listening, internal: this.internalKey });
+    log.debug('gateway internal port ready', { internal: this.internalKey });
   }
 
   private async stopInternal(): Promise<void> {

@@ -172,6 +172,9 @@ export interface DialOptions {
   retry?: number;
 }
 
+/** Milliseconds a dialled peer may be unreachable before it is worth a warning. */
+const GRACE_MS = 5000;
+
 /** A link this process keeps up to `host:port`, reconnecting after failures. */
 export interface DialedLink {
   readonly link: Link;
@@ -185,7 +188,9 @@ export function dialLink(address: string, options: DialOptions): DialedLink {
   let closed = false;
   let clientNonce = '';
   let warned = false;
+  let failingSince = 0;
   conn.onConnect = () => {
+    failingSince = 0;
     link.authenticated = false;
     link.heard();
   };
@@ -222,7 +227,10 @@ export function dialLink(address: string, options: DialOptions): DialedLink {
     }
   };
   conn.onError = (_c, _code, message) => {
-    if (!warned) log.warn(`internal link to ${address}: ${message}; retrying every ${options.retry ?? 1} s`, { peer: options.self.role });
+    // Peers start in any order: a refusal during the first seconds is normal, a longer one is news.
+    failingSince ||= Date.now();
+    if (warned || Date.now() - failingSince < GRACE_MS) return;
+    log.warn(`internal link to ${address}: ${message}; retrying every ${options.retry ?? 1} s`, { peer: options.self.role });
     warned = true;
   };
   conn.onClose = () => {

@@ -266,7 +266,7 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
     if (!server || !handle) return;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(handle as net.Server, () => {
+      server.listen(handle as net.Server, this.options.backlog ?? 1024, () => {
         server.off('error', reject);
         resolve();
       });
