@@ -29,6 +29,8 @@ export class StreamTransport implements Transport, ProtocolConnection {
   /** Length of the package being received, once `input` has told it. */
   private expected = 0;
   private closed = false;
+  /** While paused, complete packages already read wait here instead of being delivered. */
+  private paused = false;
   private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
 
   constructor(
@@ -98,10 +100,14 @@ export class StreamTransport implements Transport, ProtocolConnection {
   }
 
   pause(): void {
+    this.paused = true;
     this.socket.pause();
   }
 
   resume(): void {
+    this.paused = false;
+    // Packages read before the pause are delivered first, outside the caller's stack.
+    if (this.buffered > 0) setImmediate(() => !this.paused && this.onData(EMPTY));
     this.socket.resume();
   }
 
@@ -117,13 +123,15 @@ export class StreamTransport implements Transport, ProtocolConnection {
       this.sink.onTransportMessage(chunk);
       return;
     }
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    if (this.expected > this.buffered) return;
-    let buffer = this.chunks.length === 1 ? chunk : Buffer.concat(this.chunks, this.buffered);
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.buffered += chunk.length;
+    }
+    if (this.expected > this.buffered || this.paused || this.buffered === 0) return;
+    let buffer = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
     this.chunks = [];
     this.buffered = 0;
-    while (buffer.length > 0 && !this.closed && !this.socket.destroyed) {
+    while (buffer.length > 0 && !this.closed && !this.socket.destroyed && !this.paused) {
       if (this.expected === 0) {
         const length = this.measure(buffer);
         if (length < 0) return;

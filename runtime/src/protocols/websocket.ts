@@ -172,7 +172,14 @@ export class WebSocketAcceptor {
       verifyClient: (info, done) => {
         const socket = info.req.socket;
         hooks.verify(info.req, socket).then(
-          (verdict) => (verdict === true ? done(true) : done(false, verdict.status, verdict.message)),
+          (verdict) => {
+            if (verdict === true) return done(true);
+            // Unless the handshake timeout refused it already, the owner hears of this refusal once.
+            const first = this.pending.delete(socket);
+            clearHandshakeTimer(socket);
+            done(false, verdict.status, verdict.message);
+            if (first) hooks.handshakeError(socket, info.req, verdict.status, verdict.message);
+          },
           () => done(false, 500, 'Internal Server Error'),
         );
       },

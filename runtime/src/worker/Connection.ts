@@ -169,7 +169,7 @@ export class Connection<M = unknown> implements TransportSink {
     this.transport?.destroy();
   }
 
-  /** Stops reading from the peer (backpressure): at most one socket buffer more arrives. */
+  /** Stops delivering messages (backpressure): nothing more reaches onMessage until {@link resumeRecv}, and the socket stops reading once its buffer fills. */
   pauseRecv(): void {
     this.paused = true;
     this.transport?.pause();

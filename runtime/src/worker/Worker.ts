@@ -462,7 +462,7 @@ function waitForConnections(connections: Map<number, unknown>, timeoutMs: number
     const started = Date.now();
     const check = (): void => {
       if (connections.size === 0 || Date.now() - started >= timeoutMs) resolve();
-      else setTimeout(check, 20).unref();
+      else setTimeout(check, 20);
     };
     check();
   });
