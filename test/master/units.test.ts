@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { createSharedHandle, resolvedAddress } from '../../runtime/src/worker/master/listen.js';
-import { formatLine } from '../../runtime/src/worker/master/log.js';
+import { formatLine } from '../../runtime/src/worker/log.js';
 import { parseArgs } from '../../runtime/src/worker/master/cli.js';
 import { resolvePaths } from '../../runtime/src/worker/master/paths.js';
 
@@ -65,7 +65,7 @@ t.test('paths', async (t) => {
 });
 
 t.test('log line and argv', async (t) => {
-  const line = formatLine('warn', 'child exited', { name: 'Echo', id: 1, signal: null, why: 'a b' }, new Date(0));
+  const line = formatLine('warn', 'master', 'child exited', { name: 'Echo', id: 1, signal: null, why: 'a b' }, new Date(0));
   t.equal(line, `1970-01-01T00:00:00.000Z warn  master pid=${process.pid} child exited name=Echo id=1 signal=null why="a b"`);
   t.same(parseArgs(['node', 'e', 'stop', '-g']), { command: 'stop', daemon: false, graceful: true, json: false });
   t.same(parseArgs(['node', 'e', 'status', '-d', '--json']), { command: 'status', daemon: true, graceful: false, json: true });

@@ -80,7 +80,7 @@ export class GatewayLinks {
           };
           link.write(encodeJson(Cmd.SUBSCRIBE, {}));
         },
-        onDown: () => log.warn('lost the register; retrying every second', { register: address }),
+        onDown: () => log.debug('lost the register; reconnecting', { register: address }),
       }),
     );
   }

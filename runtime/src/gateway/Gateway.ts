@@ -153,7 +153,7 @@ export class Gateway extends Worker {
         secret,
         self,
         onOpen: (link) => link.write(encodeJson(Cmd.GATEWAY_ANNOUNCE, { addresses: [this.internalKey] })),
-        onDown: () => log.warn('lost the register; retrying every second', { register: address }),
+        onDown: () => log.debug('lost the register; reconnecting', { register: address }),
       }),
     );
     this.startHeartbeat();

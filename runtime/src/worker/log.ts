@@ -46,21 +46,23 @@ export class Logger {
 
   private write(level: LogLevel, message: string, fields?: LogFields): void {
     if (ORDER[level] < threshold()) return;
-    const all: LogFields = { ...this.fields, ...fields };
-    const time = new Date().toISOString();
-    let line: string;
-    if (process.env.GATEWAYWORKER_LOG_FORMAT === 'json') {
-      line = JSON.stringify({ time, level, role: this.role, pid: process.pid, msg: message, ...all });
-    } else {
-      let extra = '';
-      for (const key in all) {
-        const value = all[key];
-        if (value !== undefined) extra += ` ${key}=${formatValue(value)}`;
-      }
-      line = `${time} ${level.padEnd(5)} ${this.role} pid=${process.pid} ${message}${extra}`;
-    }
+    const line = formatLine(level, this.role, message, { ...this.fields, ...fields });
     (level === 'error' || level === 'warn' ? process.stderr : process.stdout).write(line + '\n');
   }
+}
+
+/** One log line: text (`<time> <level> <role> pid=<pid> <message> key=value…`) or JSON. */
+export function formatLine(level: LogLevel, role: string, message: string, fields: LogFields = {}, now = new Date()): string {
+  const time = now.toISOString();
+  if (process.env.GATEWAYWORKER_LOG_FORMAT === 'json') {
+    return JSON.stringify({ time, level, role, pid: process.pid, msg: message, ...fields });
+  }
+  let line = `${time} ${level.padEnd(5)} ${role} pid=${process.pid} ${message}`;
+  for (const key in fields) {
+    const value = fields[key];
+    if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
+  }
+  return line;
 }
 
 function formatValue(value: string | number | boolean | null): string {
