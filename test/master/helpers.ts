@@ -74,7 +74,8 @@ export function startForeground(t: Test, app: App, args: string[] = ['start']): 
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no banner in time:\n${text}`)), 20_000);
     const check = (): void => {
-      if (!text.includes('Start success')) return;
+      // A child that crashes on purpose may do so before all others are ready: the banner then says so.
+      if (!text.includes('Start success') && !text.includes('Start finished')) return;
       clearTimeout(timer);
       const port = Number(/text:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1]);
       resolve({ proc, pid: proc.pid!, port, output: () => text, exited });
