@@ -64,6 +64,7 @@ export class GatewayLinks {
   private firstList: Promise<void>;
   private gotFirstList: () => void = () => {};
   private closed = false;
+  private readiness: Promise<void> | null = null;
 
   constructor(private readonly options: GatewayLinksOptions) {
     const addresses = Array.isArray(options.registerAddress) ? options.registerAddress : [options.registerAddress];
@@ -87,12 +88,16 @@ export class GatewayLinks {
 
   /**
    * Resolves once the Register has answered and every listed gateway is linked, or after
-   * `timeoutMs` (whatever is linked by then is used).
+   * `timeoutMs` (whatever is linked by then is used). Only the first call waits: later calls
+   * must not stall while some gateway is restarting.
    */
-  async ready(timeoutMs = 3000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    await Promise.race([this.firstList, sleep(timeoutMs)]);
-    while (Date.now() < deadline && [...this.gateways.values()].some((g) => g.wanted && !g.link.authenticated)) await sleep(20);
+  ready(timeoutMs = 3000): Promise<void> {
+    this.readiness ??= (async () => {
+      const deadline = Date.now() + timeoutMs;
+      await Promise.race([this.firstList, sleep(timeoutMs)]);
+      while (Date.now() < deadline && [...this.gateways.values()].some((g) => g.wanted && !g.link.authenticated)) await sleep(20);
+    })();
+    return this.readiness;
   }
 
   /** Linked gateways that take commands now. */
