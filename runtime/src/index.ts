@@ -12,7 +12,7 @@ export type { GatewayOptions, Router, RouteContext, WorkerInfo } from './gateway
 export { staticFiles } from './gateway/index.js';
 export { BusinessWorker } from './business/index.js';
 export type { BusinessWorkerOptions, Context, EventHandlers, WebSocketRequest, ClientInfo } from './business/index.js';
-export { GatewayApi, GatewayClient, GatewayArgumentError, GatewayQueryTimeoutError } from './api/index.js';
+export { GatewayApi, GatewayClient, GatewayArgumentError, GatewayQueryTimeoutError, GatewayUnavailableError } from './api/index.js';
 export type { ClientMessage, Session, GatewayClientOptions } from './api/index.js';
 export { parseClientId, InvalidClientIdError } from './internal/index.js';
 export type { ClientIdParts } from './internal/index.js';

@@ -21,7 +21,8 @@ export class GatewayArgumentError extends TypeError {
  * sessions, and ask who is online. The same methods work inside a BusinessWorker (as static
  * methods of `Gateway`) and in any other Node process (`GatewayClient`). Sends resolve once
  * handed to every gateway link; queries ask every gateway in parallel and reject with a
- * `GatewayQueryTimeoutError` when one does not answer in time.
+ * `GatewayQueryTimeoutError` when one does not answer in time. Every call rejects with
+ * `GatewayUnavailableError` when no gateway can be reached at all.
  */
 export class GatewayApi {
   constructor(protected readonly links: GatewayLinks) {}
@@ -30,7 +31,7 @@ export class GatewayApi {
 
   /** Sends to every client (or only `clientIds`), except `excludeClientIds`. */
   async sendToAll(message: ClientMessage, clientIds?: readonly string[] | null, excludeClientIds?: readonly string[] | null, raw = false): Promise<void> {
-    await this.links.ready();
+    await this.reachable();
     const { bytes, flags } = encodePayload(message, raw);
     if (clientIds) {
       for (const [gateway, counters] of this.byGateway(clientIds)) {
@@ -46,7 +47,7 @@ export class GatewayApi {
 
   /** Sends to one client. A client that is gone is skipped silently (see `isOnline`). */
   async sendToClient(clientId: string, message: ClientMessage, raw = false): Promise<void> {
-    await this.links.ready();
+    await this.reachable();
     const owner = this.links.owner(clientId);
     if (!owner) return;
     const { bytes, flags } = encodePayload(message, raw);
@@ -91,7 +92,7 @@ export class GatewayApi {
   /** Empties a group on every gateway; its clients stay connected. */
   async ungroup(group: string): Promise<void> {
     const frame = encodeJson(Cmd.CONTROL, { op: 'ungroup', group: name(group, 'group') });
-    await this.links.ready();
+    await this.reachable();
     for (const gateway of this.links.open()) gateway.link.write(frame);
   }
 
@@ -219,9 +220,15 @@ export class GatewayApi {
 
   // ---- plumbing ------------------------------------------------------------------------------
 
+  /** Waits for the first links, then fails loudly if no gateway can be reached. */
+  protected async reachable(): Promise<void> {
+    await this.links.ready();
+    this.links.assertReachable();
+  }
+
   /** Session, uid and groups of a client, or null when it is not online. */
   protected async clientInfo(clientId: string): Promise<{ session: Session | null; uid: string | null; groups: string[] } | null> {
-    await this.links.ready();
+    await this.reachable();
     const owner = this.links.owner(clientId);
     if (!owner) return null;
     const [answer] = await this.links.query<{ session: Session | null; uid: string | null; groups: string[] } | null>([owner.gateway], 'client', {
@@ -232,19 +239,19 @@ export class GatewayApi {
   }
 
   private async ask<T>(op: string, args: Record<string, unknown>): Promise<T[]> {
-    await this.links.ready();
+    await this.reachable();
     return this.links.query<T>(this.links.open(), op, args);
   }
 
   private async control(clientId: string, op: string, args: Record<string, unknown>): Promise<void> {
-    await this.links.ready();
+    await this.reachable();
     const owner = this.links.owner(clientId);
     if (!owner) return;
     owner.gateway.link.write(encodeJson(Cmd.CONTROL, { op, counter: owner.counter, epoch: owner.epoch, ...args }));
   }
 
   private async broadcastNamed(target: Target, list: string[], message: ClientMessage, exclude: readonly string[], raw: boolean): Promise<void> {
-    await this.links.ready();
+    await this.reachable();
     const { bytes, flags } = encodePayload(message, raw);
     const excluded = this.byGateway(exclude);
     for (const gateway of this.links.open()) {

@@ -45,6 +45,15 @@ export class GatewayQueryTimeoutError extends Error {
   }
 }
 
+/** Thrown when no gateway can be reached (register silent, or every gateway unlinked). */
+export class GatewayUnavailableError extends Error {
+  readonly code = 'ERR_GW_UNAVAILABLE';
+  constructor(message: string) {
+    super(message);
+    this.name = 'GatewayUnavailableError';
+  }
+}
+
 interface PendingQuery {
   resolve(value: unknown): void;
   reject(error: Error): void;
@@ -65,10 +74,13 @@ export class GatewayLinks {
   private gotFirstList: () => void = () => {};
   private closed = false;
   private readiness: Promise<void> | null = null;
+  private listReceived = false;
+  private readonly registerNames: string;
 
   constructor(private readonly options: GatewayLinksOptions) {
     const addresses = Array.isArray(options.registerAddress) ? options.registerAddress : [options.registerAddress];
     for (const address of addresses) splitHostPort(address);
+    this.registerNames = addresses.join(', ');
     this.firstList = new Promise((resolve) => (this.gotFirstList = resolve));
     const self = { role: options.role, name: options.name };
     this.registers = addresses.map((address) =>
@@ -98,6 +110,21 @@ export class GatewayLinks {
       while (Date.now() < deadline && [...this.gateways.values()].some((g) => g.wanted && !g.link.authenticated)) await sleep(20);
     })();
     return this.readiness;
+  }
+
+  /**
+   * Throws when this side cannot reach any gateway at all: the register never answered, or it
+   * lists gateways none of which is linked. (No gateway registered at all is not an error.)
+   * @throws GatewayUnavailableError
+   */
+  assertReachable(): void {
+    if (!this.listReceived) {
+      throw new GatewayUnavailableError(`no answer from the register at ${this.registerNames} (is it running? is the secretKey right?)`);
+    }
+    const listed = [...this.gateways.values()].filter((g) => g.wanted);
+    if (listed.length > 0 && !listed.some((g) => g.link.authenticated)) {
+      throw new GatewayUnavailableError(`none of the ${listed.length} registered gateways is linked (${listed.map((g) => g.key).join(', ')})`);
+    }
   }
 
   /** Linked gateways that take commands now. */
@@ -159,12 +186,13 @@ export class GatewayLinks {
       const stillListed = wanted.has(gateway.key);
       if (gateway.wanted && !stillListed) {
         gateway.wanted = false;
-        this.options.onGatewayGone?.(gateway);
         // A link that is up stays until it drops by itself: a restarted Register lists gateways
-        // again one by one, and live links must not be cut meanwhile.
-        if (!gateway.link.authenticated) this.forget(gateway);
+        // again one by one, and live links (and their clients) must not be given up meanwhile.
+        // A gateway is gone only once it is both unlisted and unlinked.
+        if (!gateway.link.authenticated) this.leave(gateway);
       } else if (stillListed) gateway.wanted = true;
     }
+    this.listReceived = true;
     this.gotFirstList();
   }
 
@@ -183,11 +211,17 @@ export class GatewayLinks {
       },
       onDown: () => {
         this.options.onGatewayDown?.(gateway);
-        if (!gateway.wanted) this.forget(gateway);
+        if (!gateway.wanted) this.leave(gateway);
       },
     });
     const gateway: GatewayLink = { key: address, link: dialed.link, epoch: 0, prefix: '', wanted: true, dialed };
     this.gateways.set(address, gateway);
+  }
+
+  /** Unlisted and unlinked: its clients are gone (onGatewayGone) and it is no longer dialled. */
+  private leave(gateway: GatewayLink): void {
+    this.options.onGatewayGone?.(gateway);
+    this.forget(gateway);
   }
 
   private forget(gateway: GatewayLink): void {

@@ -164,7 +164,14 @@ export class BusinessWorker extends Worker {
     }
     if (event.session) {
       const envelope = JSON.parse(event.session.json) as { session: Session | null; info: ClientInfo } | null;
-      client.session = envelope?.session ?? {};
+      const incoming = envelope?.session ?? {};
+      // A handler of this client may still be running with changes not yet written back: they
+      // stay on top of the newer copy, in the same object the handler holds.
+      const { set, unset } = sessionChanges(client.session, client.sessionJson);
+      const live = client.session;
+      for (const key of Object.keys(live)) delete live[key];
+      Object.assign(live, incoming, set);
+      for (const key of unset) delete live[key];
       client.sessionJson = JSON.stringify(envelope?.session ?? null);
       client.info = envelope?.info ?? client.info;
       client.version = event.session.version;
@@ -191,7 +198,12 @@ export class BusinessWorker extends Worker {
     if (json === client.sessionJson || (json === '{}' && client.sessionJson === 'null')) return;
     const owner = this.links?.owner(client.id);
     if (!owner) return;
-    owner.gateway.link.write(encodeJson(Cmd.CONTROL, { op: 'setSession', counter: owner.counter, epoch: owner.epoch, session: client.session, base: client.version }));
+    // The changed keys travel too: if someone else changed the session meanwhile, the gateway
+    // applies only this handler's changes instead of overwriting theirs.
+    const { set, unset } = sessionChanges(client.session, client.sessionJson);
+    owner.gateway.link.write(
+      encodeJson(Cmd.CONTROL, { op: 'setSession', counter: owner.counter, epoch: owner.epoch, session: client.session, set, unset, base: client.version }),
+    );
     client.sessionJson = json;
     client.version = (client.version + 1) >>> 0;
   }
@@ -247,6 +259,14 @@ export class BusinessWorker extends Worker {
   private checkDrained(): void {
     if (this.draining && this.draining.pending.size === 0 && this.running === 0) this.draining.done();
   }
+}
+
+/** Top-level keys of `session` that differ from `baseJson`, the copy last agreed with the gateway. */
+function sessionChanges(session: Session, baseJson: string): { set: Session; unset: string[] } {
+  const base = (JSON.parse(baseJson) ?? {}) as Session;
+  const set: Session = {};
+  for (const [key, value] of Object.entries(session)) if (JSON.stringify(value) !== JSON.stringify(base[key])) set[key] = value;
+  return { set, unset: Object.keys(base).filter((key) => !(key in session)) };
 }
 
 function websocketRequest(info: { url: string; headers: Record<string, string | string[] | undefined> }): WebSocketRequest {

@@ -384,7 +384,14 @@ export class Gateway extends Worker {
         break;
       case 'setSession': {
         const base = client.version;
-        this.clients.setSession(client, (op.session ?? null) as Record<string, unknown> | null);
+        if (op.base === undefined || op.base === base || !op.set) {
+          this.clients.setSession(client, (op.session ?? null) as Record<string, unknown> | null);
+        } else {
+          // Written from a stale copy: apply only the keys that writer changed.
+          const next: Record<string, unknown> = { ...(client.session ?? {}), ...(op.set as Record<string, unknown>) };
+          for (const key of op.unset ?? []) delete next[key];
+          this.clients.setSession(client, next);
+        }
         if (op.base === base) this.pool?.sessionWritten(link, client, base);
         break;
       }
@@ -405,6 +412,9 @@ interface ControlOp {
   data?: string;
   binary?: boolean;
   session?: unknown;
+  /** Keys a worker's handler changed and removed, for a write-back from a stale copy. */
+  set?: unknown;
+  unset?: string[];
   base?: number;
 }
 
