@@ -1,12 +1,11 @@
 /**
  * Distributed layout (issue 3, "Done when"): Register on 127.0.0.2, gateway host A on 127.0.0.3,
- * gateway host B on 127.0.0.4, a worker host — each its own app process tree (ROLES, LAN_IP,
+ * gateway host B on 127.0.0.4, a worker host on 127.0.0.5 — each its own app process tree (ROLES, LAN_IP,
  * GATEWAY_HOST). Clients on A and B in one group see each other's group messages; B leaves at run
  * time (stop): A's clients keep working, the workers report B's clients closed and stop dialling
  * B; B joins again and is reachable again.
  *
- * The worker "host" is its own process tree, but its outgoing links leave from 127.0.0.1: the
- * runtime has no option for a worker's local address (nor does it need one on a real host).
+ * The worker host's links leave from 127.0.0.5 (BusinessWorker `lanIp`), which the gateways log.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -44,9 +43,13 @@ t.test('register, two gateway hosts and a worker host on different loopback addr
   const [hostA, firstB, workers] = await Promise.all([
     startApp(t, envA),
     startApp(t, envB),
-    startApp(t, { ...common, ROLES: 'worker', WORKER_COUNT: '2' }),
+    startApp(t, { ...common, ROLES: 'worker', WORKER_COUNT: '2', WORKER_LAN_IP: '127.0.0.5' }),
   ]);
   let hostB = firstB;
+  t.ok(
+    await waitFor(() => /business worker linked worker=Business#\d remote=127\.0\.0\.5/.test(hostA.output()), 5000),
+    'the worker host reaches gateway host A from 127.0.0.5',
+  );
 
   t.match((await hostA.processes()).find((p) => p.name === 'WsGateway')?.listening, `websocket://${A}:`, 'host A serves clients on 127.0.0.3');
   const onA = await wsClients(t, A, await hostA.port('WsGateway'), 2);

@@ -11,6 +11,8 @@ export interface GatewayClientOptions {
   queryTimeout?: number;
   /** Name in the gateways' logs. */
   name?: string;
+  /** Local address the links leave from. */
+  localAddress?: string;
 }
 
 /**
@@ -32,6 +34,7 @@ export class GatewayClient extends GatewayApi {
         role: 'client',
         name: options.name ?? `GatewayClient pid ${process.pid}`,
         queryTimeout: options.queryTimeout ?? 5000,
+        localAddress: options.localAddress,
       }),
     );
   }

@@ -26,6 +26,8 @@ export interface GatewayLinksOptions {
   name: string;
   /** Milliseconds a query waits for every gateway. */
   queryTimeout: number;
+  /** Local address the links leave from. */
+  localAddress?: string;
   /** A gateway link authenticated (again). */
   onGatewayUp?(gateway: GatewayLink, previousEpoch: number): void;
   /** A gateway link dropped. */
@@ -87,6 +89,7 @@ export class GatewayLinks {
       dialLink(address, {
         secret: options.secretKey,
         self,
+        localAddress: options.localAddress,
         onOpen: (link) => {
           link.onFrame = (cmd, body) => {
             if (cmd === Cmd.GATEWAY_LIST) this.onList(link, decodeJson<{ addresses: string[] }>(body).addresses);
@@ -200,6 +203,7 @@ export class GatewayLinks {
     if (this.closed) return;
     const dialed = dialLink(address, {
       secret: this.options.secretKey,
+      localAddress: this.options.localAddress,
       self: { role: this.options.role, name: this.options.name },
       onOpen: (link) => {
         const previousEpoch = gateway.epoch;

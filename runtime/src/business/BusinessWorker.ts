@@ -21,6 +21,8 @@ export interface BusinessWorkerOptions {
   eventHandler: string | URL | EventHandlers;
   /** Shared secret of the internal links. */
   secretKey?: string;
+  /** This host's address on the LAN: the source address of its links to the Register and gateways. */
+  lanIp?: string;
   /** Milliseconds an API query waits for every gateway. Default 5000. */
   queryTimeout?: number;
   /** Seconds a stopping worker waits for running handlers before it exits anyway. Default 30. */
@@ -81,6 +83,7 @@ export class BusinessWorker extends Worker {
       role: 'worker',
       name: `${this.name}#${this.id}`,
       queryTimeout: this.settings.queryTimeout ?? 5000,
+      localAddress: this.settings.lanIp,
       onGatewayUp: (gateway, previousEpoch) => this.gatewayUp(gateway, previousEpoch),
       onGatewayDown: (gateway) => this.gatewayDown(gateway),
       onGatewayGone: (gateway) => this.closeClientsOf(gateway, null),

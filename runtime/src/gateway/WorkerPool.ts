@@ -87,7 +87,7 @@ export class WorkerPool {
   add(link: Link): void {
     const worker = new WorkerLink(link, link.peer.name, `${link.peer.name}/${++this.linkNumber}`);
     this.workers.set(link, worker);
-    log.info('business worker linked', { worker: worker.name, workers: this.workers.size });
+    log.info('business worker linked', { worker: worker.name, remote: link.conn.remoteAddress, workers: this.workers.size });
     this.releaseHeld();
   }
 

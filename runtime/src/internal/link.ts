@@ -170,6 +170,8 @@ export interface DialOptions {
   onDown(link: Link): void;
   /** Seconds between reconnect attempts. Default 1. */
   retry?: number;
+  /** Local address to dial from. */
+  localAddress?: string;
 }
 
 /** Milliseconds a dialled peer may be unreachable before it is worth a warning. */
@@ -183,7 +185,7 @@ export interface DialedLink {
 
 /** Connects to an internal port, authenticates, and reconnects every `retry` seconds when it drops. */
 export function dialLink(address: string, options: DialOptions): DialedLink {
-  const conn = new AsyncConnection<Buffer>(`frame://${address}`, { maxSendBufferSize: DEFAULT_LINK_BUFFER });
+  const conn = new AsyncConnection<Buffer>(`frame://${address}`, { maxSendBufferSize: DEFAULT_LINK_BUFFER, localAddress: options.localAddress });
   const link = new Link(conn);
   let closed = false;
   let clientNonce = '';

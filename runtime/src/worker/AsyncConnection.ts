@@ -16,6 +16,8 @@ export interface AsyncConnectionOptions<M = unknown> extends Partial<ConnectionL
   connectTimeout?: number;
   /** Extra headers for the WebSocket handshake. */
   headers?: Record<string, string>;
+  /** Local address to connect from (which interface or loopback alias the peer sees). */
+  localAddress?: string;
 }
 
 /**
@@ -125,7 +127,8 @@ export class AsyncConnection<M = unknown> extends Connection<M> implements Conne
   private connectStream(attempt: number, sink: TransportSink, timeoutMs: number): void {
     const endpoint = this.parsed.endpoint;
     const secure = this.parsed.tls || this.connectOptions.tls !== undefined;
-    const target = endpoint.kind === 'unix' ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port };
+    const target =
+      endpoint.kind === 'unix' ? { path: endpoint.path } : { host: endpoint.host, port: endpoint.port, localAddress: this.connectOptions.localAddress };
     const socket = secure ? tls.connect({ ...target, ...this.connectOptions.tls }) : net.connect(target);
     this.socket = socket;
     const kind = secure ? 'ssl' : endpoint.kind === 'unix' ? 'unix' : 'tcp';
@@ -151,6 +154,7 @@ export class AsyncConnection<M = unknown> extends Connection<M> implements Conne
       maxPayload: this.maxPackageSize,
       handshakeTimeout: timeoutMs,
       headers: this.connectOptions.headers,
+      localAddress: this.connectOptions.localAddress,
       ...this.connectOptions.tls,
     });
     this.ws = ws;
