@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { freePort, kill9, secret, sleep, startApp, textClient, waitFor, wsClients } from './lib.js';
+import { kill9, sleep, startApp, textClient, waitFor, wsClients, freshEnv } from './lib.js';
 
 const WS_CLIENTS = 20;
 const TEXT_CLIENTS = 3;
@@ -16,14 +16,10 @@ const TEXT_CLIENTS = 3;
 t.test('a killed gateway is restarted and the workers report its clients closed', async (t) => {
   const closeLog = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'gw-faults-close-')), 'closed.log');
   t.teardown(() => fs.rmSync(path.dirname(closeLog), { recursive: true, force: true }));
-  const app = await startApp(t, {
-    SECRET_KEY: secret(),
-    REGISTER_ADDRESS: `127.0.0.1:${await freePort()}`,
-    WS_START_PORT: String(await freePort()),
-    TEXT_START_PORT: String(await freePort()),
+  const app = await startApp(t, await freshEnv({
     WORKER_COUNT: '2',
     CLOSE_LOG: closeLog,
-  });
+  }));
   const wsPort = await app.port('WsGateway');
   const textPort = await app.port('TextGateway');
   const [gatewayPid] = await app.pids('WsGateway');

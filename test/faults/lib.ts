@@ -28,6 +28,17 @@ export async function waitFor<T>(check: () => T | Promise<T>, ms = 10_000, every
   }
 }
 
+/** Env of a fresh single-host app: its own secret and free internal ports. */
+export async function freshEnv(extra: Record<string, string> = {}): Promise<Record<string, string>> {
+  return {
+    SECRET_KEY: secret(),
+    REGISTER_ADDRESS: `127.0.0.1:${await freePort()}`,
+    WS_START_PORT: String(await freePort()),
+    TEXT_START_PORT: String(await freePort()),
+    ...extra,
+  };
+}
+
 const taken = new Set<number>();
 
 /** A port below 32768 (fixed listen ports must stay out of the ephemeral range) that binds now. */

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import t from 'tap';
-import { Traffic, freePort, repoRoot, secret, sleep, startApp, waitFor, wsClients } from './lib.js';
+import { Traffic, repoRoot, sleep, startApp, waitFor, wsClients, freshEnv } from './lib.js';
 
 const CLIENTS = 50;
 const INTERVAL_MS = 20;
@@ -30,14 +30,10 @@ function copyEvents(): { events: string; setVersion(v: number): void; dir: strin
 t.test('reload under steady traffic: no disconnect, nothing lost or doubled, new code runs', async (t) => {
   const copy = copyEvents();
   t.teardown(() => fs.rmSync(copy.dir, { recursive: true, force: true }));
-  const app = await startApp(t, {
-    SECRET_KEY: secret(),
-    REGISTER_ADDRESS: `127.0.0.1:${await freePort()}`,
-    WS_START_PORT: String(await freePort()),
-    TEXT_START_PORT: String(await freePort()),
+  const app = await startApp(t, await freshEnv({
     WORKER_COUNT: '2',
     EVENTS_FILE: copy.events,
-  });
+  }));
   const port = await app.port('WsGateway');
   const before = await app.pids('Business');
   const gatewayPid = (await app.pids('WsGateway'))[0];

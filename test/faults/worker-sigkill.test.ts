@@ -8,19 +8,15 @@
  * The test requires each duplicate to have been sent shortly (< 1 s) before the kill.
  */
 import t from 'tap';
-import { Traffic, freePort, kill9, secret, sleep, startApp, waitFor, wsClients } from './lib.js';
+import { Traffic, kill9, sleep, startApp, waitFor, wsClients, freshEnv } from './lib.js';
 
 const CLIENTS = 50;
 const INTERVAL_MS = 20;
 
 t.test('SIGKILL of a BusinessWorker under traffic loses nothing', async (t) => {
-  const app = await startApp(t, {
-    SECRET_KEY: secret(),
-    REGISTER_ADDRESS: `127.0.0.1:${await freePort()}`,
-    WS_START_PORT: String(await freePort()),
-    TEXT_START_PORT: String(await freePort()),
+  const app = await startApp(t, await freshEnv({
     WORKER_COUNT: '2',
-  });
+  }));
   const port = await app.port('WsGateway');
   const before = await app.pids('Business');
   t.equal(before.length, 2, 'two business workers');
@@ -68,13 +64,9 @@ t.test('SIGKILL of a BusinessWorker under traffic loses nothing', async (t) => {
 });
 
 t.test('SIGKILL of the only BusinessWorker: its unacknowledged events wait for the restart', async (t) => {
-  const app = await startApp(t, {
-    SECRET_KEY: secret(),
-    REGISTER_ADDRESS: `127.0.0.1:${await freePort()}`,
-    WS_START_PORT: String(await freePort()),
-    TEXT_START_PORT: String(await freePort()),
+  const app = await startApp(t, await freshEnv({
     WORKER_COUNT: '1',
-  });
+  }));
   const port = await app.port('WsGateway');
   const [victim] = await app.pids('Business');
   const clients = await wsClients(t, '127.0.0.1', port, 20);
