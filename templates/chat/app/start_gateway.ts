@@ -16,8 +16,9 @@ new Gateway(`websocket://0.0.0.0:${port}`, {
   startPort: Number(process.env.{{envPrefix}}START_PORT ?? {{startPort}}),
   registerAddress: process.env.{{envPrefix}}REGISTER_ADDRESS ?? '127.0.0.1:{{registerPort}}',
   secretKey: process.env.SECRET_KEY,
-  // The page answers {"type":"ping"} with {"type":"pong"}; silent clients are closed.
-  pingInterval: 25,
+  // Every pingInterval seconds, a client that sent nothing since the last check gets pingData; the
+  // page answers {"type":"ping"} with {"type":"pong"}. Set pingNotResponseLimit to close silent clients.
+  pingInterval: Number(process.env.{{envPrefix}}PING_INTERVAL ?? 25),
   pingData: '{"type":"ping"}',
   staticDir: new URL('../../web', import.meta.url),
 });

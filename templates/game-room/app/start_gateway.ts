@@ -16,7 +16,8 @@ new Gateway(`websocket://0.0.0.0:${port}`, {
   startPort: Number(process.env.{{envPrefix}}START_PORT ?? {{startPort}}),
   registerAddress: process.env.{{envPrefix}}REGISTER_ADDRESS ?? '127.0.0.1:{{registerPort}}',
   secretKey: process.env.SECRET_KEY,
-  // Clients answer {"type":"ping"} with {"type":"pong"}; silent clients are closed.
+  // A client silent for pingInterval seconds gets pingData (clients answer {"type":"pong"});
+  // set pingNotResponseLimit to close clients that stay silent.
   pingInterval: 25,
   pingData: '{"type":"ping"}',
 });
