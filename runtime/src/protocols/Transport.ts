@@ -4,6 +4,7 @@
  * the send-buffer policy. Splitting them lets one Connection outlive its socket
  * (`AsyncConnection.reconnect`) and lets new wire formats plug in without touching Connection.
  */
+import type { Socket } from 'node:net';
 import type { ErrorCode } from './errors.js';
 
 /** Where a transport reports what happened; implemented by `Connection`. */
@@ -48,4 +49,29 @@ export interface Transport extends TransportInfo {
   resume(): void;
   /** Asks for one `onTransportDrain` once everything queued so far is flushed. */
   watchDrain(): void;
+  /** Present when the connection can move to a sibling process. @internal */
+  readonly handover?: TransportHandover;
+}
+
+/**
+ * What a transport exposes so that its connection can move to another process (the
+ * mechanics live in `worker/handover/`). A transport without it cannot move.
+ * @internal
+ */
+export interface TransportHandover {
+  /** `stream` (a Protocol over bytes) or `websocket`. */
+  readonly family: 'stream' | 'websocket';
+  /** The socket whose handle moves. */
+  readonly socket: Socket;
+  /** Why this connection cannot move right now (extension, closing, …), or null. */
+  refusal(): { code: 'EXTENSION' | 'NOT_ESTABLISHED' | 'UNSUPPORTED_PROTOCOL'; message: string } | null;
+  /** Bytes still owed to the kernel beyond the socket's own buffer (e.g. ws's sender queue). */
+  pendingOutput(): number;
+  /**
+   * After reading stopped: the parser's state and the bytes a fresh parser must read first so
+   * that it produces exactly the messages this one still would. Leaves this parser untouched.
+   */
+  exportParser(): { parser: { state?: unknown; expected: number } | { subprotocol: string }; input: Buffer[] };
+  /** Stops reporting to the sink: the socket is about to be closed without the app hearing of it. */
+  detach(): void;
 }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Protocol, ProtocolConnection } from './Protocol.js';
-import type { Transport, TransportSink } from './Transport.js';
+import type { Transport, TransportHandover, TransportSink } from './Transport.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -31,6 +31,8 @@ export class StreamTransport implements Transport, ProtocolConnection {
   private closed = false;
   /** While paused, complete packages already read wait here instead of being delivered. */
   private paused = false;
+  /** Moved to another process: the socket's events no longer concern the sink. */
+  private detached = false;
   private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
 
   constructor(
@@ -53,13 +55,65 @@ export class StreamTransport implements Transport, ProtocolConnection {
     if (this.kind !== 'unix') socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (this.detached) return;
       sink.onTransportError(ErrorCode.SOCKET_ERROR, error.code ? `${error.code}: ${error.message}` : error.message);
     });
     socket.on('close', () => {
       this.closed = true;
       this.chunks = [];
-      sink.onTransportClose();
+      if (!this.detached) sink.onTransportClose();
     });
+  }
+
+  /** @internal see {@link TransportHandover} */
+  get handover(): TransportHandover {
+    const framer = this.framer;
+    return {
+      family: 'stream',
+      socket: this.socket,
+      refusal: () => {
+        if (framer?.createState && !(framer.exportState && framer.importState)) {
+          return { code: 'UNSUPPORTED_PROTOCOL', message: `protocol ${this.protocol} keeps state but has no exportState/importState` };
+        }
+        return null;
+      },
+      pendingOutput: () => 0,
+      exportParser: () => ({
+        parser: {
+          state: framer?.exportState ? framer.exportState(this.protocolState) : undefined,
+          expected: this.expected,
+        },
+        input: this.chunks.slice(),
+      }),
+      detach: () => {
+        this.detached = true;
+      },
+    };
+  }
+
+  /**
+   * Continues the parse of a connection that moved here: its exported protocol state, and the
+   * bytes it had read but not framed yet (they are framed before anything the socket brings).
+   * @internal
+   */
+  importParser(parser: { state?: unknown; expected: number }, input: Buffer): void {
+    if (this.framer?.importState) this.protocolState = this.framer.importState(parser.state);
+    this.expected = parser.expected;
+    this.chunks = input.length > 0 ? [input] : [];
+    this.buffered = input.length;
+  }
+
+  /** Frames what {@link importParser} carried in (packages may already be complete). @internal */
+  parseCarried(): void {
+    if (this.buffered === 0) return;
+    if (!this.framer) {
+      const carried = Buffer.concat(this.chunks, this.buffered);
+      this.chunks = [];
+      this.buffered = 0;
+      this.onData(carried);
+    } else if (!this.paused) {
+      this.onData(EMPTY);
+    }
   }
 
   get remoteAddress(): string {
@@ -119,6 +173,7 @@ export class StreamTransport implements Transport, ProtocolConnection {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.detached) return;
     if (!this.framer) {
       this.sink.onTransportMessage(chunk);
       return;

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ErrorCode } from './errors.js';
 import { toWire } from './stream.js';
-import type { Transport, TransportSink } from './Transport.js';
+import type { Transport, TransportHandover, TransportSink } from './Transport.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -19,6 +19,8 @@ const TOO_LARGE = new Set(['WS_ERR_UNSUPPORTED_MESSAGE_LENGTH']);
  */
 export class WebSocketTransport implements Transport {
   readonly protocol = 'websocket';
+  /** Moved to another process: the socket's events no longer concern the sink. */
+  private detached = false;
   private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
 
   constructor(
@@ -35,13 +37,43 @@ export class WebSocketTransport implements Transport {
     };
     if (kind !== 'unix') socket.setNoDelay(true);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (this.detached) return;
       sink.onTransportMessage(isBinary ? data : data.toString('utf8'));
     });
     ws.on('error', (error: Error & { code?: string }) => {
+      if (this.detached) return;
       const code = error.code && TOO_LARGE.has(error.code) ? ErrorCode.PACKAGE_TOO_LARGE : ErrorCode.BAD_PACKAGE;
       sink.onTransportError(code, `websocket: ${error.message}`);
     });
-    ws.on('close', () => sink.onTransportClose());
+    ws.on('close', () => {
+      if (!this.detached) sink.onTransportClose();
+    });
+  }
+
+  /** The `ws` WebSocket (its receiver state is what a move carries). @internal */
+  get websocket(): WebSocket {
+    return this.ws;
+  }
+
+  /**
+   * @internal see {@link TransportHandover}. The receiver's partial frame is exported by
+   * `worker/handover` (it reads ws's private state); this only reports what is public.
+   */
+  get handover(): TransportHandover {
+    return {
+      family: 'websocket',
+      socket: this.socket,
+      refusal: () => {
+        if (this.ws.extensions !== '') return { code: 'EXTENSION', message: `negotiated extension ${this.ws.extensions} keeps state that cannot move` };
+        if (this.ws.readyState !== WebSocket.OPEN) return { code: 'NOT_ESTABLISHED', message: 'websocket is not open' };
+        return null;
+      },
+      pendingOutput: () => Math.max(0, this.ws.bufferedAmount - this.socket.writableLength),
+      exportParser: () => ({ parser: { subprotocol: this.ws.protocol }, input: [] }),
+      detach: () => {
+        this.detached = true;
+      },
+    };
   }
 
   get remoteAddress(): string {

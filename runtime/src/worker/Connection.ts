@@ -1,4 +1,5 @@
 import { ErrorCode, type Transport, type TransportSink } from '../protocols/index.js';
+import { TransferError, TransferErrorCode } from './handover/errors.js';
 import type { ConnectionInfo } from './ipc.js';
 import { describeError, log } from './log.js';
 import { processStats } from './stats.js';
@@ -27,6 +28,11 @@ export interface ConnectionEvents<M = unknown, C extends Connection<M> = Connect
   onBufferFull?: (conn: C) => unknown;
   /** The send buffer emptied after `onBufferFull`. */
   onBufferDrain?: (conn: C) => unknown;
+  /**
+   * A connection moved here from a sibling process (`conn.transferTo`); `context` is what the
+   * source passed. Called instead of `onConnect`, before any message of the connection here.
+   */
+  onTransfer?: (conn: C, context: unknown) => unknown;
 }
 
 /** Settings a connection takes from its Worker or its own options. */
@@ -49,6 +55,14 @@ export interface ConnectionOwner {
   /** Callbacks, read at each event so that reassigning them takes effect at once. */
   readonly events: ConnectionEvents<never, never>;
   forget(conn: Connection<never>): void;
+  /** Moves `conn` to the sibling process `target` (see {@link Connection.transferTo}); absent if the owner cannot. */
+  transfer?(conn: Connection<never>, target: number, context: unknown): Promise<void>;
+}
+
+/** What the app did to a connection while it was moving, delivered once the move is decided. */
+export interface MoveBacklog {
+  sends: Array<{ data: unknown; raw: boolean }>;
+  close: 'close' | 'destroy' | null;
 }
 
 let nextConnectionId = 1;
@@ -75,6 +89,11 @@ export class Connection<M = unknown> implements TransportSink {
   private bufferFull = false;
   private paused = false;
   private closeWhenReady = false;
+  /** A move to another process is under way: sends queue, close waits for the outcome. */
+  private moving = false;
+  /** The connection now lives in another process; this object is spent. */
+  private moved = false;
+  private closeAfterMove: 'close' | 'destroy' | null = null;
   /** Bytes of transports this connection had before (AsyncConnection reconnects). */
   protected retired = { bytesRead: 0, bytesWritten: 0 };
   private addresses: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number } | null = null;
@@ -126,13 +145,14 @@ export class Connection<M = unknown> implements TransportSink {
    * @returns true (in the kernel), null (buffered) or false (dropped), see {@link SendResult}.
    */
   send(data: M | string | Buffer, raw = false): SendResult {
-    if (this.currentStatus === 'closing' || this.currentStatus === 'closed') {
+    if (this.moved) return this.dropSend('connection moved to another process');
+    if (this.currentStatus === 'closing' || this.currentStatus === 'closed' || this.closeAfterMove) {
       return this.dropSend('connection is closed');
     }
     if (this.sendBufferSize >= this.maxSendBufferSize) {
       return this.dropSend('send buffer full and drop package');
     }
-    if (!this.transport || this.currentStatus === 'connecting') {
+    if (!this.transport || this.currentStatus === 'connecting' || this.moving) {
       const size = typeof data === 'string' ? Buffer.byteLength(data) : Buffer.isBuffer(data) ? data.length : 64;
       this.pending.push({ data, raw, size });
       this.pendingBytes += size;
@@ -151,6 +171,10 @@ export class Connection<M = unknown> implements TransportSink {
   close(data?: M | string | Buffer, raw = false): void {
     if (data !== undefined) this.send(data, raw);
     if (this.currentStatus === 'closing' || this.currentStatus === 'closed') return;
+    if (this.moving) {
+      this.closeAfterMove ??= 'close';
+      return;
+    }
     if (!this.transport || this.currentStatus === 'connecting') {
       this.closeWhenReady = true;
       this.currentStatus = 'closing';
@@ -163,6 +187,12 @@ export class Connection<M = unknown> implements TransportSink {
   /** Closes at once, dropping anything unsent. */
   destroy(): void {
     if (this.currentStatus === 'closed') return;
+    if (this.moving) {
+      this.closeAfterMove = 'destroy';
+      this.pending = [];
+      this.pendingBytes = 0;
+      return;
+    }
     this.currentStatus = 'closing';
     this.pending = [];
     this.pendingBytes = 0;
@@ -179,6 +209,99 @@ export class Connection<M = unknown> implements TransportSink {
   resumeRecv(): void {
     this.paused = false;
     this.transport?.resume();
+  }
+
+  /**
+   * Moves this connection to the process `targetWorkerId` of the same Worker (its `id`,
+   * 0…count-1): the socket handle goes through the master, with the bytes read but not yet
+   * parsed, so the client notices nothing. Resolves once the target owns the connection (this
+   * object is then spent: sends return false); the target's `onTransfer(conn, context)` runs.
+   * Sends made meanwhile are delivered by the target, in order.
+   *
+   * Rejects with a {@link TransferError} when the move is refused — TLS, a WebSocket extension,
+   * a closing or half-closed connection, a send buffer that does not flush, a context over
+   * 64 KB of JSON, an unknown or stopped target — and the connection keeps working here.
+   * @param context JSON-serialisable state for the target (defaults to nothing; `conn.context` travels too).
+   */
+  transferTo(targetWorkerId: number, context?: unknown): Promise<void> {
+    if (!this.owner.transfer) {
+      return Promise.reject(new TransferError(TransferErrorCode.NOT_SUPPORTED, `${this.owner.name} connections cannot move`));
+    }
+    return this.owner.transfer(this as Connection<never>, targetWorkerId, context);
+  }
+
+  /** True while a move is under way. */
+  get transferring(): boolean {
+    return this.moving;
+  }
+
+  /**
+   * Starts a move: from now on sends queue and close waits. Returns the transport.
+   * @throws TransferError when the connection cannot start a move.
+   * @internal
+   */
+  beginMove(): Transport {
+    if (this.moving) throw new TransferError(TransferErrorCode.NOT_ESTABLISHED, 'connection is already moving');
+    if (this.moved || this.currentStatus !== 'established' || !this.transport || this.closeAfterMove) {
+      throw new TransferError(TransferErrorCode.NOT_ESTABLISHED, `connection is ${this.moved ? 'moved' : this.currentStatus}`);
+    }
+    this.moving = true;
+    return this.transport;
+  }
+
+  /** Facts the target needs to carry on. @internal */
+  get moveFacts(): { paused: boolean; bytesRead: number; bytesWritten: number } {
+    return { paused: this.paused, bytesRead: this.bytesRead, bytesWritten: this.bytesWritten };
+  }
+
+  /** The move is off: deliver what was queued meanwhile, then any close the app asked for. @internal */
+  abortMove(): void {
+    if (!this.moving) return;
+    this.moving = false;
+    this.flushPending();
+    const close = this.closeAfterMove;
+    this.closeAfterMove = null;
+    if (close === 'destroy') this.destroy();
+    else if (close === 'close') this.close();
+  }
+
+  /**
+   * The move is done: this object is spent and leaves its owner without `onClose`; returns what
+   * the app sent (and whether it closed) meanwhile, for the target to deliver.
+   * @internal
+   */
+  commitMove(): MoveBacklog {
+    const backlog: MoveBacklog = { sends: this.pending.map(({ data, raw }) => ({ data, raw })), close: this.closeAfterMove };
+    this.moving = false;
+    this.moved = true;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.closeAfterMove = null;
+    this.retired = { bytesRead: this.bytesRead, bytesWritten: this.bytesWritten };
+    this.transport = null;
+    this.currentStatus = 'closed';
+    this.owner.forget(this as Connection<never>);
+    return backlog;
+  }
+
+  /**
+   * Prepares a connection that moved here: byte counters so far, receive pause, and the sends
+   * the source's app made during the move (they go out first).
+   * @internal
+   */
+  adoptMove(facts: { paused: boolean; bytesRead: number; bytesWritten: number }, sends: MoveBacklog['sends']): void {
+    this.retired = { bytesRead: facts.bytesRead, bytesWritten: facts.bytesWritten };
+    this.paused = facts.paused;
+    for (const { data, raw } of sends) {
+      const size = typeof data === 'string' ? Buffer.byteLength(data) : Buffer.isBuffer(data) ? data.length : 64;
+      this.pending.push({ data, raw, size });
+      this.pendingBytes += size;
+    }
+  }
+
+  /** Tells the owner's `onTransfer`. @internal */
+  announceTransfer(context: unknown): void {
+    this.emit('onTransfer', context);
   }
 
   /** A row for the `connections` command. */

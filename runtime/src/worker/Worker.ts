@@ -18,6 +18,9 @@ import {
   type ConnectionLimits,
   type ConnectionOwner,
 } from './Connection.js';
+import { HandoverAgent } from './handover/agent.js';
+import { TransferError, TransferErrorCode } from './handover/errors.js';
+import { wsSupport } from './handover/wsReceiver.js';
 import { CHILD_ENV, isMasterMessage, type ChildMessage, type ConnectionInfo, type MasterMessage, type ProcessStatus } from './ipc.js';
 import { describeError, log, setRole } from './log.js';
 import { processStats } from './stats.js';
@@ -84,6 +87,8 @@ export interface WorkerOptions<M = unknown> extends Partial<ConnectionLimits>, W
   backlog?: number;
   /** TCP keep-alive probe delay in seconds, to find peers that vanished; 0 disables. Default 60. */
   keepAlive?: number;
+  /** Offer permessage-deflate on WebSocket addresses. Default false (costs CPU and memory; such connections cannot move). */
+  perMessageDeflate?: boolean;
 }
 
 const HANDLE_NAMES = [
@@ -96,6 +101,7 @@ const HANDLE_NAMES = [
   'onError',
   'onBufferFull',
   'onBufferDrain',
+  'onTransfer',
   'onWebSocketConnect',
   'onHttpRequest',
 ] as const;
@@ -145,6 +151,7 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   onError?: WorkerEvents<MessageOf<A>>['onError'];
   onBufferFull?: WorkerEvents<MessageOf<A>>['onBufferFull'];
   onBufferDrain?: WorkerEvents<MessageOf<A>>['onBufferDrain'];
+  onTransfer?: WorkerEvents<MessageOf<A>>['onTransfer'];
   onWebSocketConnect?: WorkerEvents<MessageOf<A>>['onWebSocketConnect'];
   onHttpRequest?: WorkerEvents<MessageOf<A>>['onHttpRequest'];
 
@@ -157,6 +164,8 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   private readonly handshaking = new WeakMap<net.Socket, Connection<MessageOf<A>>>();
   private boundPort = 0;
   private stopping: Promise<void> | null = null;
+  /** Moves connections to and from sibling processes (in a child of a master only). */
+  private handover: HandoverAgent | null = null;
 
   /**
    * @param address `tcp://`, `text://`, `frame://`, `websocket://` (`ws://`), `wss://`, `ssl://`,
@@ -213,6 +222,36 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   /** @internal ConnectionOwner */
   forget(conn: Connection<never>): void {
     this.connections.delete(conn.id);
+  }
+
+  /** @internal ConnectionOwner: see {@link Connection.transferTo}. */
+  transfer(conn: Connection<never>, target: number, context: unknown): Promise<void> {
+    if (!this.handover) {
+      return Promise.reject(new TransferError(TransferErrorCode.NOT_SUPPORTED, `worker "${this.name}" is not running under a master: connections can only move between its processes`));
+    }
+    if (this.stopping) return Promise.reject(new TransferError(TransferErrorCode.NOT_ESTABLISHED, 'this process is stopping'));
+    return this.handover.transfer(conn, target, context);
+  }
+
+  /** Starts the handover agent of this child process and returns it. @internal */
+  enableHandover(onMasterLost: () => void): HandoverAgent {
+    this.handover ??= new HandoverAgent({
+      index: this.index,
+      id: this.id,
+      count: this.count,
+      framing: this.framing,
+      maxPackageSize: this.limits.maxPackageSize,
+      newConnection: () => new Connection<MessageOf<A>>(this, this.limits) as unknown as Connection<never>,
+      track: (conn) => void this.track(conn as unknown as Connection<MessageOf<A>>),
+    }, onMasterLost);
+    if (this.parsed?.family === 'websocket' && this.count > 1) {
+      // Feature detection of ws's internals, once, off the start-up path.
+      setImmediate(() => {
+        const why = wsSupport();
+        if (why) log.warn('websocket connections of this worker cannot move', { worker: this.name, reason: why });
+      });
+    }
+    return this.handover;
   }
 
   /**
@@ -411,6 +450,7 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
       {
         maxPayload: this.limits.maxPackageSize,
         handshakeTimeout: this.handshakeTimeoutMs(),
+        perMessageDeflate: this.options.perMessageDeflate ?? false,
       },
     );
   }
@@ -505,7 +545,13 @@ async function runChild(spec: string): Promise<void> {
   const send = (message: ChildMessage): void => {
     if (process.connected) process.send?.(message);
   };
+  const handover = worker.enableHandover(() => {
+    log.warn('master gone during a connection move; stopping');
+    void exit(false);
+  });
   const exit = async (graceful: boolean): Promise<void> => {
+    // Moves not yet released stay here (and are closed with the rest); offers are dropped.
+    handover.masterGone();
     await worker.stop(graceful, (connections) => send({ gw: 'stopping', pid: process.pid, connections }));
     Timer.delAll();
     process.exit(0);
@@ -520,6 +566,10 @@ async function runChild(spec: string): Promise<void> {
 
   process.on('message', (message: unknown, handle: unknown) => {
     if (!isMasterMessage(message)) return;
+    if ((message as MasterMessage).gw === 'handover') {
+      handover.onMessage(message as Extract<MasterMessage, { gw: 'handover' }>, handle);
+      return;
+    }
     handleMasterMessage(worker, message as MasterMessage, handle, sampler, send, exit);
   });
 }
@@ -557,5 +607,7 @@ function handleMasterMessage(
       send({ gw: 'connections', req: message.req, data });
       break;
     }
+    case 'handover':
+      break;
   }
 }

@@ -10,3 +10,4 @@ export type { LogLevel, LogFields } from './log.js';
 export type { ProcessStatus, ConnectionInfo } from './ipc.js';
 export { parseAddress, formatListen } from './address.js';
 export type { ListenSpec, ParsedAddress } from './address.js';
+export { TransferError, TransferErrorCode } from './handover/errors.js';

@@ -58,7 +58,61 @@ export type MasterMessage =
   /** Reload: a reloadable worker stops (as `stop`) and the master starts a new one; others get `onWorkerReload`. */
   | { gw: 'reload'; graceful: boolean }
   | { gw: 'status'; req: number }
-  | { gw: 'connections'; req: number };
+  | { gw: 'connections'; req: number }
+  | HandoverToChild;
+
+/**
+ * Everything a moving connection carries (JSON): where it was, its parser state and the bytes
+ * to parse first, the app's context. Built by the source, read by the target.
+ */
+export interface HandoverState {
+  /** Worker index (source and target run the same Worker). */
+  worker: number;
+  /** How the connection is framed. */
+  family: 'stream' | 'websocket';
+  transport: 'tcp' | 'unix';
+  /** Protocol name, checked by the target. */
+  protocol: string;
+  /** Exported protocol state (stream), or the negotiated sub-protocol (websocket). */
+  parser: { state?: unknown; expected: number } | { subprotocol: string };
+  /** Bytes (base64) the new parser reads before anything from the socket. */
+  input: string;
+  /** JSON of the `context` given to `transferTo` (`conn.context` follows with `released`/`start`, as it is at that moment). */
+  context: string;
+  maxSendBufferSize: number;
+  /** `pauseRecv` was in force. */
+  paused: boolean;
+  bytesRead: number;
+  bytesWritten: number;
+}
+
+/** A message the app sent while the connection was moving, carried to the target. */
+export type CarriedSend = { raw: boolean } & ({ s: string } | { b: string } | { j: string });
+
+/** Handover messages from the master. */
+export type HandoverToChild =
+  /** To the target, with the socket handle. */
+  | { gw: 'handover'; op: 'offer'; mid: string; from: number; state: HandoverState }
+  /** To the source: the target is ready, release the connection. */
+  | { gw: 'handover'; op: 'commit'; mid: string }
+  /** To the source: the move is off, keep serving. */
+  | { gw: 'handover'; op: 'abort'; mid: string; code: string; message: string }
+  /** To the target: the source released the connection; start reading. */
+  | { gw: 'handover'; op: 'start'; mid: string; conn: string; sends: CarriedSend[]; close: 'close' | 'destroy' | null }
+  /** To the target: forget the offer (never read from it). */
+  | { gw: 'handover'; op: 'cancel'; mid: string };
+
+/** Handover messages to the master. */
+export type HandoverFromChild =
+  /** From the source, with the socket handle. */
+  | { gw: 'handover'; op: 'prepare'; mid: string; to: number; state: HandoverState }
+  /** From the target. */
+  | { gw: 'handover'; op: 'ready'; mid: string }
+  | { gw: 'handover'; op: 'refuse'; mid: string; code: string; message: string }
+  /** From the source: it closed its copy and will never read again; here is what the app sent meanwhile. */
+  | { gw: 'handover'; op: 'released'; mid: string; conn: string; sends: CarriedSend[]; close: 'close' | 'destroy' | null }
+  /** From the source: it took the connection back (timeout, master's commit came too late). */
+  | { gw: 'handover'; op: 'abandon'; mid: string };
 
 /** Messages a child sends to the master. */
 export type ChildMessage =
@@ -67,7 +121,8 @@ export type ChildMessage =
   | { gw: 'status'; req: number; data: ProcessStatus }
   | { gw: 'connections'; req: number; data: ConnectionInfo[] }
   /** Progress while a graceful stop waits for connections to end. */
-  | { gw: 'stopping'; pid: number; connections: number };
+  | { gw: 'stopping'; pid: number; connections: number }
+  | HandoverFromChild;
 
 export function isMasterMessage(value: unknown): value is MasterMessage {
   return typeof value === 'object' && value !== null && typeof (value as { gw?: unknown }).gw === 'string';

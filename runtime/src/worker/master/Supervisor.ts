@@ -5,6 +5,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import type net from 'node:net';
+import { HandoverRelay, type RelayPeer } from '../handover/relay.js';
 import { CHILD_ENV, isChildMessage, type ChildMessage, type ConnectionInfo, type MasterMessage } from '../ipc.js';
 import { resolvedAddress, type SharedHandle } from './listen.js';
 import { log } from './log.js';
@@ -78,6 +79,15 @@ export class Supervisor {
   private stopGraceful = false;
   private reloading = false;
   private onStopStep: ((step: StopStep) => void) | null = null;
+  /** Moves of live connections between children of one worker. */
+  private readonly relay = new HandoverRelay({
+    count: (index) => this.workers.find((w) => w.index === index)?.count ?? 0,
+    peer: (index, id) => {
+      const slot = this.slots.find((s) => s.worker.index === index && s.id === id);
+      if (!slot?.child || !slot.ready || slot.expectExit || this.stopping) return null;
+      return this.peer(slot, slot.child);
+    },
+  });
 
   constructor(workers: readonly SupervisedWorker[], options: SupervisorOptions) {
     this.workers = workers;
@@ -290,7 +300,7 @@ export class Supervisor {
       this.onExit(slot, child, code, signal);
       exit();
     };
-    child.on('message', (message: unknown) => this.onMessage(slot, child, message));
+    child.on('message', (message: unknown, handle: unknown) => this.onMessage(slot, child, message, handle));
     child.once('exit', onGone);
     child.on('error', (err) => {
       log.error('child process error', { name: worker.name, id, pid: slot.pid, error: err.message });
@@ -309,6 +319,7 @@ export class Supervisor {
     const byStatus = this.exits.get(slot.worker.name) ?? new Map<string, number>();
     byStatus.set(status, (byStatus.get(status) ?? 0) + 1);
     this.exits.set(slot.worker.name, byStatus);
+    if (child.pid !== undefined) this.relay.onExit(child.pid);
     if (slot.child !== child) return;
     slot.child = null;
     slot.ready = false;
@@ -327,9 +338,16 @@ export class Supervisor {
     }, delay);
   }
 
-  private onMessage(slot: Slot, child: ChildProcess, message: unknown): void {
-    if (!isChildMessage(message) || slot.child !== child) return;
+  private onMessage(slot: Slot, child: ChildProcess, message: unknown, handle?: unknown): void {
+    if (!isChildMessage(message) || slot.child !== child) {
+      // A handle nobody will use must not leak its fd in the master.
+      if (handle && typeof (handle as { close?: unknown }).close === 'function') (handle as { close(): void }).close();
+      return;
+    }
     switch (message.gw) {
+      case 'handover':
+        this.relay.onMessage(this.peer(slot, child), message, handle);
+        break;
       case 'ready': {
         slot.ready = true;
         slot.listening = message.listening;
@@ -347,6 +365,30 @@ export class Supervisor {
         this.onStopStep?.({ pid: message.pid, connections: message.connections });
         break;
     }
+  }
+
+  /** A child as the handover relay sees it. */
+  private peer(slot: Slot, child: ChildProcess): RelayPeer {
+    return {
+      pid: child.pid ?? 0,
+      workerIndex: slot.worker.index,
+      id: slot.id,
+      send: (message, handle, done) => {
+        if (!child.connected) {
+          done?.(false);
+          return;
+        }
+        try {
+          child.send(message, handle as net.Server | undefined, (err) => {
+            if (err) log.warn('ipc send failed', { pid: child.pid, message: message.gw, error: err.message });
+            done?.(!err);
+          });
+        } catch (err) {
+          log.warn('ipc send failed', { pid: child.pid, message: message.gw, error: (err as Error).message });
+          done?.(false);
+        }
+      },
+    };
   }
 
   private query(slot: Slot, kind: 'status' | 'connections'): Promise<ChildMessage | null> {
