@@ -126,6 +126,11 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   static logFile?: string;
   /** Seconds a non-graceful stop waits before killing a process. Default 2. */
   static stopTimeout = 2;
+  /**
+   * Seconds a starting process has to report ready before `start` and `reload` move on without it
+   * (it is still supervised and may come up later). Default 30, or `GATEWAYWORKER_READY_TIMEOUT`.
+   */
+  static readyTimeout = Number(process.env.GATEWAYWORKER_READY_TIMEOUT) || 30;
   /** The Worker this process runs (in a child), or null in the master. */
   static current: Worker | null = null;
 
@@ -294,7 +299,12 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
       return;
     }
     const { runMaster } = await import('./master/index.js');
-    await runMaster(Worker.all, { pidFile: Worker.pidFile, logFile: Worker.logFile, stopTimeout: Worker.stopTimeout });
+    await runMaster(Worker.all, {
+      pidFile: Worker.pidFile,
+      logFile: Worker.logFile,
+      stopTimeout: Worker.stopTimeout,
+      readyTimeout: Worker.readyTimeout,
+    });
   }
 
   /** Starts serving in a child on the handle the master shares. @internal */

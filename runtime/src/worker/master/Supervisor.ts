@@ -64,6 +64,8 @@ interface Slot {
   /** Resolves when the current child exits. */
   exited: Promise<void>;
   readyWaiters: Array<() => void>;
+  /** Its `ready` did not come in time; say so when it finally does. */
+  late?: boolean;
   /** A replacement/restart, so its `ready` is worth a log line. */
   restarted: boolean;
 }
@@ -271,8 +273,9 @@ export class Supervisor {
       };
       const timer = setTimeout(() => {
         slot.readyWaiters = slot.readyWaiters.filter((w) => w !== done);
+        slot.late = true;
         resolve(false);
-      }, this.options.readyTimeout ?? 10_000);
+      }, this.options.readyTimeout ?? 30_000);
       slot.readyWaiters.push(done);
     });
   }
@@ -351,7 +354,9 @@ export class Supervisor {
       case 'ready': {
         slot.ready = true;
         slot.listening = message.listening;
-        if (slot.restarted) log.info('child started', { name: slot.worker.name, id: slot.id, pid: slot.pid });
+        if (slot.late) log.info('child ready late', { name: slot.worker.name, id: slot.id, pid: slot.pid });
+        else if (slot.restarted) log.info('child started', { name: slot.worker.name, id: slot.id, pid: slot.pid });
+        slot.late = false;
         const waiters = slot.readyWaiters;
         slot.readyWaiters = [];
         for (const waiter of waiters) waiter();

@@ -71,6 +71,7 @@ export async function runMasterProcess(workers: readonly SupervisedWorker[], set
     entry: ctx.entry,
     execArgv: ctx.execArgv,
     stopTimeout: settings.stopTimeout,
+    readyTimeout: settings.readyTimeout === undefined ? undefined : settings.readyTimeout * 1000,
     handles,
   });
   // Last resort: whatever ends the master, no child outlives it and no stale files stay.

@@ -27,6 +27,8 @@ export interface MasterSettings {
   logFile?: string;
   /** Seconds a non-graceful stop waits before SIGKILL. */
   stopTimeout: number;
+  /** Seconds a (re)started child has to report ready before start/reload move on without it. */
+  readyTimeout?: number;
 }
 
 /** One process row of `status`: full stats, or only what the master knows when it did not answer. */
