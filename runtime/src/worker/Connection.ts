@@ -2,6 +2,7 @@ import { ErrorCode, type Transport, type TransportSink } from '../protocols/inde
 import { TransferError, TransferErrorCode } from './handover/errors.js';
 import type { ConnectionInfo } from './ipc.js';
 import { describeError, log } from './log.js';
+import { ConnectionTimers } from './ConnectionTimers.js';
 import { processStats } from './stats.js';
 
 /**
@@ -33,6 +34,8 @@ export interface ConnectionEvents<M = unknown, C extends Connection<M> = Connect
    * source passed. Called instead of `onConnect`, before any message of the connection here.
    */
   onTransfer?: (conn: C, context: unknown) => unknown;
+  /** A timer of the connection fired (see {@link Connection.timers}). */
+  onTimer?: (conn: C, name: string) => unknown;
 }
 
 /** Settings a connection takes from its Worker or its own options. */
@@ -77,6 +80,11 @@ export class Connection<M = unknown> implements TransportSink {
   readonly id = nextConnectionId++;
   /** Free-form application state for this connection (user name, room, …). */
   context: Record<string, unknown> = {};
+  /**
+   * Named timers of this connection: `conn.timers.add('idle', 30)` calls the owner's
+   * `onTimer(conn, 'idle')`. They stop when the connection closes and follow it when it moves.
+   */
+  readonly timers = new ConnectionTimers((name) => this.emit('onTimer', name));
   /** See {@link ConnectionLimits.maxSendBufferSize}; may be changed per connection. */
   maxSendBufferSize: number;
   /** See {@link ConnectionLimits.maxPackageSize}. */
@@ -381,6 +389,7 @@ export class Connection<M = unknown> implements TransportSink {
   onTransportClose(): void {
     if (this.currentStatus === 'closed') return;
     this.currentStatus = 'closed';
+    this.timers.delAll();
     this.pending = [];
     this.pendingBytes = 0;
     this.owner.forget(this as Connection<never>);

@@ -102,6 +102,7 @@ const HANDLE_NAMES = [
   'onBufferFull',
   'onBufferDrain',
   'onTransfer',
+  'onTimer',
   'onWebSocketConnect',
   'onHttpRequest',
 ] as const;
@@ -157,6 +158,7 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   onBufferFull?: WorkerEvents<MessageOf<A>>['onBufferFull'];
   onBufferDrain?: WorkerEvents<MessageOf<A>>['onBufferDrain'];
   onTransfer?: WorkerEvents<MessageOf<A>>['onTransfer'];
+  onTimer?: WorkerEvents<MessageOf<A>>['onTimer'];
   onWebSocketConnect?: WorkerEvents<MessageOf<A>>['onWebSocketConnect'];
   onHttpRequest?: WorkerEvents<MessageOf<A>>['onHttpRequest'];
 

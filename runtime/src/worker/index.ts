@@ -5,6 +5,8 @@ export type { SendResult, ConnectionStatus, ConnectionEvents, ConnectionLimits }
 export { AsyncConnection } from './AsyncConnection.js';
 export type { AsyncConnectionOptions } from './AsyncConnection.js';
 export { Timer } from './Timer.js';
+export { ConnectionTimers } from './ConnectionTimers.js';
+export type { CarriedTimer } from './ConnectionTimers.js';
 export { Logger, log, setRole, describeError } from './log.js';
 export type { LogLevel, LogFields } from './log.js';
 export type { ProcessStatus, ConnectionInfo } from './ipc.js';

@@ -116,10 +116,11 @@ export class SourceMoves {
       const mid = `${process.pid}.${++this.seq}`;
       const verdict = await this.ask(mid, { gw: 'handover', op: 'prepare', mid, to: target, state }, handleOf(socket));
       if (!verdict.commit) throw new TransferError(verdict.code, verdict.message);
-      // conn.context goes as it is now (timers may have changed it during the move).
+      // conn.context and the connection's timers go as they are now (timers may have changed
+      // the context during the move); the timers stop here once the move is certain.
       let connJson: string;
       try {
-        connJson = encodeJson(conn.context, 'conn.context');
+        connJson = encodeJson({ context: conn.context, timers: conn.timers.snapshot() }, 'conn.context');
       } catch (error) {
         this.channel.send({ gw: 'handover', op: 'abandon', mid });
         throw error;
@@ -127,6 +128,7 @@ export class SourceMoves {
       // Commit: from here on the target owns the connection. Close our fd without a FIN.
       handover.detach();
       release(socket);
+      conn.timers.delAll();
       const backlog = conn.commitMove();
       const sends = backlog.sends.map(({ data, raw }) => encodeSend(data, raw));
       this.channel.send({ gw: 'handover', op: 'released', mid, conn: connJson, sends, close: backlog.close });

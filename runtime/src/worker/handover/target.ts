@@ -5,6 +5,7 @@
  * On `cancel`, or if the master goes away first, the copy is closed without a FIN and without
  * a word to the app: the source still owns the connection.
  */
+import type { CarriedTimer } from '../ConnectionTimers.js';
 import type { Socket } from 'node:net';
 import { StreamTransport, WebSocketTransport, type Protocol, type Transport } from '../../protocols/index.js';
 import type { Connection } from '../Connection.js';
@@ -99,8 +100,9 @@ export class TargetMoves {
     this.offers.delete(mid);
     const { conn, transport, socket, state } = offer;
     const context = decodeJson(state.context);
-    const connContext = decodeJson(message.conn);
-    conn.context = connContext && typeof connContext === 'object' ? (connContext as Record<string, unknown>) : {};
+    const carried = (decodeJson(message.conn) ?? {}) as { context?: unknown; timers?: CarriedTimer[] };
+    conn.context = carried.context && typeof carried.context === 'object' ? (carried.context as Record<string, unknown>) : {};
+    conn.timers.import(Array.isArray(carried.timers) ? carried.timers : []);
     conn.adoptMove({ paused: state.paused, bytesRead: state.bytesRead, bytesWritten: state.bytesWritten }, message.sends.map(decodeSend));
     this.host.track(conn);
     // Sends made during the move go out first (attach flushes them), then the app hears of it.
