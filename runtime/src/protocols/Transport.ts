@@ -19,16 +19,32 @@ export interface TransportSink {
   onTransportDrain(): void;
 }
 
+/** Both ends of a socket. */
+export interface PeerAddress {
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
+/** Reads a socket's addresses (empty for a unix socket's missing ones). */
+export function peerAddress(socket: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): PeerAddress {
+  return {
+    remoteAddress: socket.remoteAddress ?? '',
+    remotePort: socket.remotePort ?? 0,
+    localAddress: socket.localAddress ?? '',
+    localPort: socket.localPort ?? 0,
+  };
+}
+
 /** Byte and address facts of a transport. */
 export interface TransportInfo {
   /** Protocol name (`tcp`, `text`, `frame`, `websocket`, …). */
   readonly protocol: string;
   /** `tcp`, `ssl` or `unix`. */
   readonly kind: 'tcp' | 'ssl' | 'unix';
-  readonly remoteAddress: string;
-  readonly remotePort: number;
-  readonly localAddress: string;
-  readonly localPort: number;
+  /** Both ends of the socket, read once at the start (Node forgets them after a close). */
+  readonly address: PeerAddress;
   readonly bytesRead: number;
   readonly bytesWritten: number;
   /** Bytes accepted by `send` that have not reached the kernel yet. */

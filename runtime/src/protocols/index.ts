@@ -1,7 +1,8 @@
 export type { Protocol, ProtocolConnection } from './Protocol.js';
 export { registerProtocol, getProtocol, BUILT_IN_TRANSPORT_SCHEMES } from './Protocol.js';
 export { ErrorCode } from './errors.js';
-export type { Transport, TransportInfo, TransportSink } from './Transport.js';
+export type { Transport, TransportInfo, TransportSink, PeerAddress } from './Transport.js';
+export { peerAddress } from './Transport.js';
 export { StreamTransport, toWire } from './stream.js';
 export type { StreamTransportOptions } from './stream.js';
 export { WebSocketTransport, WebSocketAcceptor, encodeFrame } from './websocket.js';

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Protocol, ProtocolConnection } from './Protocol.js';
-import type { Transport, TransportHandover, TransportSink } from './Transport.js';
+import { peerAddress, type PeerAddress, type Transport, type TransportHandover, type TransportSink } from './Transport.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -33,7 +33,7 @@ export class StreamTransport implements Transport, ProtocolConnection {
   private paused = false;
   /** Moved to another process: the socket's events no longer concern the sink. */
   private detached = false;
-  private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
+  readonly address: PeerAddress;
 
   constructor(
     private readonly socket: Socket,
@@ -46,12 +46,7 @@ export class StreamTransport implements Transport, ProtocolConnection {
     this.protocolState = options.protocol?.createState?.();
     this.kind = options.kind;
     // Addresses are read once: Node forgets them after the socket closes, and `connections` may ask later.
-    this.address = {
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
-    };
+    this.address = peerAddress(socket);
     if (this.kind !== 'unix') socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: NodeJS.ErrnoException) => {
@@ -116,18 +111,6 @@ export class StreamTransport implements Transport, ProtocolConnection {
     }
   }
 
-  get remoteAddress(): string {
-    return this.address.remoteAddress;
-  }
-  get remotePort(): number {
-    return this.address.remotePort;
-  }
-  get localAddress(): string {
-    return this.address.localAddress;
-  }
-  get localPort(): number {
-    return this.address.localPort;
-  }
   get bytesRead(): number {
     return this.socket.bytesRead;
   }

@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ErrorCode } from './errors.js';
 import { toWire } from './stream.js';
-import type { Transport, TransportHandover, TransportSink } from './Transport.js';
+import { peerAddress, type PeerAddress, type Transport, type TransportHandover, type TransportSink } from './Transport.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -21,7 +21,7 @@ export class WebSocketTransport implements Transport {
   readonly protocol = 'websocket';
   /** Moved to another process: the socket's events no longer concern the sink. */
   private detached = false;
-  private readonly address: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number };
+  readonly address: PeerAddress;
 
   constructor(
     private readonly ws: WebSocket,
@@ -29,12 +29,7 @@ export class WebSocketTransport implements Transport {
     private readonly sink: TransportSink,
     readonly kind: 'tcp' | 'ssl' | 'unix',
   ) {
-    this.address = {
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
-    };
+    this.address = peerAddress(socket);
     if (kind !== 'unix') socket.setNoDelay(true);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (this.detached) return;
@@ -76,18 +71,6 @@ export class WebSocketTransport implements Transport {
     };
   }
 
-  get remoteAddress(): string {
-    return this.address.remoteAddress;
-  }
-  get remotePort(): number {
-    return this.address.remotePort;
-  }
-  get localAddress(): string {
-    return this.address.localAddress;
-  }
-  get localPort(): number {
-    return this.address.localPort;
-  }
   get bytesRead(): number {
     return this.socket.bytesRead;
   }

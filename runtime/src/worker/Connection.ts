@@ -1,4 +1,4 @@
-import { ErrorCode, type Transport, type TransportSink } from '../protocols/index.js';
+import { ErrorCode, peerAddress, type PeerAddress, type Transport, type TransportSink } from '../protocols/index.js';
 import { TransferError, TransferErrorCode } from './handover/errors.js';
 import type { ConnectionInfo } from './ipc.js';
 import { describeError, log } from './log.js';
@@ -104,7 +104,7 @@ export class Connection<M = unknown> implements TransportSink {
   private closeAfterMove: 'close' | 'destroy' | null = null;
   /** Bytes of transports this connection had before (AsyncConnection reconnects). */
   protected retired = { bytesRead: 0, bytesWritten: 0 };
-  private addresses: { remoteAddress: string; remotePort: number; localAddress: string; localPort: number } | null = null;
+  private addresses: PeerAddress | null = null;
 
   constructor(
     protected owner: ConnectionOwner,
@@ -126,16 +126,16 @@ export class Connection<M = unknown> implements TransportSink {
     return this.transport?.kind ?? 'tcp';
   }
   get remoteAddress(): string {
-    return (this.transport ?? this.addresses)?.remoteAddress ?? '';
+    return (this.transport?.address ?? this.addresses)?.remoteAddress ?? '';
   }
   get remotePort(): number {
-    return (this.transport ?? this.addresses)?.remotePort ?? 0;
+    return (this.transport?.address ?? this.addresses)?.remotePort ?? 0;
   }
   get localAddress(): string {
-    return (this.transport ?? this.addresses)?.localAddress ?? '';
+    return (this.transport?.address ?? this.addresses)?.localAddress ?? '';
   }
   get localPort(): number {
-    return (this.transport ?? this.addresses)?.localPort ?? 0;
+    return (this.transport?.address ?? this.addresses)?.localPort ?? 0;
   }
   get bytesRead(): number {
     return this.retired.bytesRead + (this.transport?.bytesRead ?? 0);
@@ -352,12 +352,7 @@ export class Connection<M = unknown> implements TransportSink {
    * @internal
    */
   adoptAddresses(socket: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): void {
-    this.addresses = {
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: socket.remotePort ?? 0,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
-    };
+    this.addresses = peerAddress(socket);
   }
 
   /** Tells the owner's `onConnect`. @internal */
