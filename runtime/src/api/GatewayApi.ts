@@ -273,7 +273,8 @@ export class GatewayApi {
   }
 }
 
-function encodePayload(message: ClientMessage, raw: boolean): { bytes: Buffer; flags: number } {
+/** Payload bytes and flags for the wire. @throws GatewayArgumentError for anything but text or bytes. @internal */
+export function encodePayload(message: ClientMessage, raw: boolean): { bytes: Buffer; flags: number } {
   if (typeof message !== 'string' && !Buffer.isBuffer(message) && !(message instanceof Uint8Array)) {
     throw new GatewayArgumentError(`message must be a string or bytes, got ${message === null ? 'null' : typeof message}`);
   }

@@ -1,4 +1,4 @@
-import { clientIdPrefix, gatewayKey, parseClientId, splitHostPort } from '../internal/clientId.js';
+import { clientIdPrefix, gatewayKey, parseClientId, splitHostPort, type ClientIdParts } from '../internal/clientId.js';
 import { Cmd, decodeJson, decodeRequest, encodeJson, encodeRequest } from '../internal/codec.js';
 import { dialLink, type DialedLink, type Link } from '../internal/link.js';
 import { log } from '../worker/log.js';
@@ -77,6 +77,7 @@ export class GatewayLinks {
   private closed = false;
   private readiness: Promise<void> | null = null;
   private listReceived = false;
+  private readonly parsedIds = new Map<string, ClientIdParts>();
   private readonly registerNames: string;
 
   constructor(private readonly options: GatewayLinksOptions) {
@@ -139,7 +140,13 @@ export class GatewayLinks {
 
   /** The linked gateway that owns a client id, or null when that gateway (epoch) is not linked. @throws InvalidClientIdError */
   owner(clientId: string): { gateway: GatewayLink; counter: number; epoch: number } | null {
-    const parts = parseClientId(clientId);
+    let parts = this.parsedIds.get(clientId);
+    if (!parts) {
+      parts = parseClientId(clientId);
+      // Ids repeat (the same clients are addressed again and again): parse each once, in a bounded cache.
+      if (this.parsedIds.size >= 10_000) this.parsedIds.clear();
+      this.parsedIds.set(clientId, parts);
+    }
     const gateway = this.gateways.get(gatewayKey(parts.host, parts.port));
     if (!gateway || !gateway.link.authenticated || gateway.epoch !== parts.epoch) return null;
     return { gateway, counter: parts.counter, epoch: parts.epoch };

@@ -1,9 +1,9 @@
 import { pathToFileURL } from 'node:url';
-import { GatewayApi, type Session } from '../api/GatewayApi.js';
+import { GatewayApi, encodePayload, type ClientMessage, type Session } from '../api/GatewayApi.js';
 import { GatewayLinks, type GatewayLink } from '../api/GatewayLinks.js';
 import { setCurrentApi } from '../api/current.js';
 import { makeClientId, parseClientId } from '../internal/clientId.js';
-import { Cmd, PayloadFlag, decodeClientEvent, encodeJson, encodeU32, type ClientEvent } from '../internal/codec.js';
+import { Cmd, PayloadFlag, decodeClientEvent, encodeJson, encodeSend, encodeU32, type ClientEvent } from '../internal/codec.js';
 import { describeError, log } from '../worker/log.js';
 import { Worker } from '../worker/Worker.js';
 import { AckTracker } from './AckTracker.js';
@@ -33,6 +33,12 @@ export interface BusinessWorkerOptions {
 interface Tracked {
   readonly id: string;
   readonly gateway: GatewayLink;
+  /** The client's number on its gateway (the id's last part). */
+  readonly counter: number;
+  /** Made once per client (see createContext). */
+  ctx: Context | null;
+  /** A callback read ctx.session since the last write-back. */
+  touched: boolean;
   /** The client's session as handlers see and change it. */
   session: Session;
   /** `session` as last agreed with the gateway (JSON), to see whether a handler changed it. */
@@ -162,7 +168,7 @@ export class BusinessWorker extends Worker {
   private trackClient(id: string, gateway: GatewayLink, event: ClientEvent): Tracked {
     let client = this.clients.get(id);
     if (!client) {
-      client = { id, gateway, session: {}, sessionJson: 'null', version: -1, info: {}, chain: Promise.resolve() };
+      client = { id, gateway, counter: event.counter, ctx: null, touched: false, session: {}, sessionJson: 'null', version: -1, info: {}, chain: Promise.resolve() };
       this.clients.set(id, client);
     }
     if (event.session) {
@@ -197,6 +203,9 @@ export class BusinessWorker extends Worker {
 
   /** Sends the session back to the gateway if the handler changed it. */
   private writeBack(client: Tracked): void {
+    // A callback that never read ctx.session cannot have changed it: no JSON to compare.
+    if (!client.touched) return;
+    client.touched = false;
     const json = JSON.stringify(client.session);
     if (json === client.sessionJson || (json === '{}' && client.sessionJson === 'null')) return;
     const owner = this.links?.owner(client.id);
@@ -224,8 +233,15 @@ export class BusinessWorker extends Worker {
   }
 
   private context(client: Tracked): Context {
+    if (client.ctx) return client.ctx;
     const api = this.api as GatewayApi;
-    return createContext(client.id, client, client.info, api);
+    const send = (message: ClientMessage, raw = false): Promise<void> => {
+      const { bytes, flags } = encodePayload(message, raw);
+      client.gateway.link.write(encodeSend(client.gateway.epoch, client.counter, flags, bytes));
+      return DONE;
+    };
+    client.ctx = createContext(client.id, client, send, api);
+    return client.ctx;
   }
 
   /**
@@ -263,6 +279,8 @@ export class BusinessWorker extends Worker {
     if (this.draining && this.draining.pending.size === 0 && this.running === 0) this.draining.done();
   }
 }
+
+const DONE = Promise.resolve();
 
 /** Top-level keys of `session` that differ from `baseJson`, the copy last agreed with the gateway. */
 function sessionChanges(session: Session, baseJson: string): { set: Session; unset: string[] } {

@@ -53,20 +53,45 @@ export interface EventHandlers {
   onWorkerStop?(worker: Worker): unknown;
 }
 
-/** Builds the ctx of one callback; `holder.session` is the live object the write-back reads. */
-export function createContext(clientId: string, holder: { session: Session }, info: ClientInfo, api: GatewayApi): Context {
+/** What a ctx reads and reports to: the worker's record of one client. */
+export interface ContextHolder {
+  session: Session;
+  /** Set when a callback read `ctx.session`: only then can it have changed it. */
+  touched: boolean;
+  info: ClientInfo;
+}
+
+/**
+ * Builds the ctx of a client, once per client: `send` writes straight to the gateway link the
+ * client's events come from (no id parsing per message); `session` is the live object the
+ * write-back reads.
+ */
+export function createContext(
+  clientId: string,
+  holder: ContextHolder,
+  send: (message: ClientMessage, raw?: boolean) => Promise<void>,
+  api: GatewayApi,
+): Context {
   return {
     clientId,
     get session() {
+      holder.touched = true;
       return holder.session;
     },
     set session(value: Session) {
+      holder.touched = true;
       holder.session = value && typeof value === 'object' ? value : {};
     },
-    clientIp: info.clientIp ?? '',
-    clientPort: info.clientPort ?? 0,
-    gatewayAddress: info.gatewayAddress ?? '',
-    send: (message, raw) => api.sendToClient(clientId, message, raw),
+    get clientIp() {
+      return holder.info.clientIp ?? '';
+    },
+    get clientPort() {
+      return holder.info.clientPort ?? 0;
+    },
+    get gatewayAddress() {
+      return holder.info.gatewayAddress ?? '';
+    },
+    send,
     close: (message) => api.closeClient(clientId, message),
   };
 }

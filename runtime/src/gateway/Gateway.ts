@@ -85,6 +85,7 @@ export class Gateway extends Worker {
   private registers: DialedLink[] = [];
   private internal: Worker | null = null;
   private readonly queries = new GatewayQueries(this.clients, () => this.idPrefix);
+  private readonly corked = new Set<Connection>();
 
   /** @param address client-facing address, e.g. `websocket://0.0.0.0:7272` or `text://0.0.0.0:8282`. */
   constructor(address: string, options: GatewayOptions = {}) {
@@ -291,7 +292,7 @@ export class Gateway extends Worker {
         const send = decodeSend(body);
         if (send.epoch !== this.epoch) break;
         const client = this.clients.get(send.counter);
-        if (client) client.conn.send(send.flags & PayloadFlag.BINARY ? send.payload : send.payload.toString(), (send.flags & PayloadFlag.RAW) !== 0);
+        if (client) this.write(client.conn, this.encodeOnce(send.payload, send.flags));
         break;
       }
       case Cmd.BROADCAST:
@@ -341,16 +342,35 @@ export class Gateway extends Worker {
     const wire = this.encodeOnce(message.payload, message.flags);
     for (const client of recipients) {
       if (excluded?.has(client.counter)) continue;
-      client.conn.send(wire, true);
+      this.write(client.conn, wire);
     }
   }
 
+  /**
+   * Writes wire bytes to a client, corked until the current batch of worker frames is done: the
+   * replies a worker sent together leave in one syscall per client.
+   */
+  private write(conn: Connection, wire: Buffer | string): void {
+    if (!this.corked.has(conn)) {
+      conn.cork();
+      this.corked.add(conn);
+      if (this.corked.size === 1) process.nextTick(this.uncorkAll);
+    }
+    conn.send(wire, true);
+  }
+
+  private readonly uncorkAll = (): void => {
+    for (const conn of this.corked) conn.uncork();
+    this.corked.clear();
+  };
+
   private encodeOnce(payload: Buffer, flags: number): Buffer | string {
     if (flags & PayloadFlag.RAW) return payload;
-    const message = flags & PayloadFlag.BINARY ? payload : payload.toString();
+    const binary = (flags & PayloadFlag.BINARY) !== 0;
     const { family, protocol } = this.framing;
-    if (family === 'websocket') return encodeFrame(message);
-    if (protocol) return protocol.encode(message, { maxPackageSize: this.limitsPackageSize(), protocolState: protocol.createState?.() });
+    // The payload's bytes are framed as they are: text stays UTF-8 bytes, never a JS string.
+    if (family === 'websocket') return encodeFrame(payload, !binary);
+    if (protocol) return protocol.encode(binary ? payload : payload.toString(), { maxPackageSize: this.limitsPackageSize(), protocolState: protocol.createState?.() });
     return payload;
   }
 

@@ -65,6 +65,9 @@ export interface Transport extends TransportInfo {
   resume(): void;
   /** Asks for one `onTransportDrain` once everything queued so far is flushed. */
   watchDrain(): void;
+  /** Holds writes in user space until {@link uncork}, so that many small sends leave in one syscall. */
+  cork(): void;
+  uncork(): void;
   /** Present when the connection can move to a sibling process. @internal */
   readonly handover?: TransportHandover;
 }

@@ -148,6 +148,14 @@ export class StreamTransport implements Transport, ProtocolConnection {
     this.socket.resume();
   }
 
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
   watchDrain(): void {
     // An empty write completes after everything queued before it: one callback for any buffer size.
     this.socket.write(EMPTY, () => {

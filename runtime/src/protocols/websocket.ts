@@ -108,6 +108,14 @@ export class WebSocketTransport implements Transport {
     this.ws.resume();
   }
 
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
   watchDrain(): void {
     this.socket.write(EMPTY, () => {
       if (this.ws.readyState === WebSocket.OPEN) this.sink.onTransportDrain();
@@ -116,12 +124,13 @@ export class WebSocketTransport implements Transport {
 }
 
 /**
- * One complete unmasked server frame for `data` (text for strings, binary otherwise), to be sent
- * raw to any number of WebSocket connections.
+ * One complete unmasked server frame for `data`, to be sent raw to any number of WebSocket
+ * connections: a text frame for strings (or for bytes that are UTF-8 text, with `text`), binary
+ * otherwise.
  */
-export function encodeFrame(data: string | Buffer): Buffer {
+export function encodeFrame(data: string | Buffer, text = typeof data === 'string'): Buffer {
   const payload = typeof data === 'string' ? Buffer.from(data) : data;
-  const opcode = typeof data === 'string' ? 0x1 : 0x2;
+  const opcode = text ? 0x1 : 0x2;
   const length = payload.length;
   const headerLength = length < 126 ? 2 : length < 0x10000 ? 4 : 10;
   const frame = Buffer.allocUnsafe(headerLength + length);

@@ -207,6 +207,19 @@ export class Connection<M = unknown> implements TransportSink {
     this.transport?.destroy();
   }
 
+  /**
+   * Holds this connection's writes until {@link uncork} so that many sends in one turn leave in
+   * one syscall (the gateway does this per batch from a worker). Calls nest like `socket.cork`.
+   */
+  cork(): void {
+    this.transport?.cork();
+  }
+
+  /** Releases writes held by {@link cork}. */
+  uncork(): void {
+    this.transport?.uncork();
+  }
+
   /** Stops delivering messages (backpressure): nothing more reaches onMessage until {@link resumeRecv}, and the socket stops reading once its buffer fills. */
   pauseRecv(): void {
     this.paused = true;
