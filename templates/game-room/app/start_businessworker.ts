@@ -1,12 +1,15 @@
 /**
- * The BusinessWorkers: run Events.ts for every client event. Add processes (or hosts) to scale;
- * `reload` restarts them one at a time with the new code while clients stay connected.
+ * The BusinessWorkers: run Events.ts for every client event and own the rooms (each room lives in
+ * exactly one of them). Add processes (or hosts) to scale; `reload` restarts them one at a time
+ * with the new code while clients stay connected (see README.md, "Reload").
  */
 import { pathToFileURL } from 'node:url';
 import { BusinessWorker, Worker } from 'gatewayworker';
 
 new BusinessWorker({
-  name: '{{appName}}BusinessWorker',
+  // Room ids name their owner by this name (plus the process number): on a second worker host,
+  // set WORKER_NAME to something of its own.
+  name: process.env.{{envPrefix}}WORKER_NAME ?? '{{appName}}BusinessWorker',
   count: Number(process.env.{{envPrefix}}WORKER_COUNT ?? 2),
   registerAddress: process.env.{{envPrefix}}REGISTER_ADDRESS ?? '127.0.0.1:{{registerPort}}',
   secretKey: process.env.SECRET_KEY,

@@ -1,10 +1,12 @@
 /**
- * The Gateway: holds the players' WebSocket connections, pings idle clients, and forwards every
- * message to a BusinessWorker. It never runs business code, so reloading the workers never
- * disconnects anyone.
+ * The Gateway: holds the players' WebSocket connections (and serves web/, the browser client, over
+ * plain HTTP on the same port), pings idle clients, and forwards every message to a BusinessWorker:
+ * the one that owns the player's room (routing.ts). It never runs game code, so reloading the
+ * workers never disconnects anyone.
  */
 import { pathToFileURL } from 'node:url';
 import { Gateway, Worker } from 'gatewayworker';
+import { roomRouter } from './routing.ts';
 
 const port = Number(process.env.{{envPrefix}}GATEWAY_PORT ?? {{gatewayPort}});
 
@@ -16,10 +18,14 @@ new Gateway(`websocket://0.0.0.0:${port}`, {
   startPort: Number(process.env.{{envPrefix}}START_PORT ?? {{startPort}}),
   registerAddress: process.env.{{envPrefix}}REGISTER_ADDRESS ?? '127.0.0.1:{{registerPort}}',
   secretKey: process.env.SECRET_KEY,
+  // Every event of a player in a room goes to the worker that owns the room.
+  router: roomRouter,
   // A client silent for pingInterval seconds gets pingData (clients answer {"type":"pong"});
   // set pingNotResponseLimit to close clients that stay silent.
-  pingInterval: 25,
+  pingInterval: Number(process.env.{{envPrefix}}PING_INTERVAL ?? 25),
   pingData: '{"type":"ping"}',
+  // The browser client (canvas), served at / on the same port as the WebSocket.
+  staticDir: new URL('./web', import.meta.url),
 });
 
 // Run alone (`tsx Applications/{{appName}}/start_gateway.ts start`) to put Gateways on their own hosts.
