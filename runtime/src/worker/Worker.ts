@@ -573,6 +573,14 @@ async function runChild(spec: string): Promise<void> {
   process.on('SIGINT', () => {});
   process.on('SIGTERM', () => void exit(false));
   process.on('disconnect', () => void exit(false));
+  // Belt and braces: IPC can miss a 'disconnect' (a handle send pending when the master died);
+  // a child whose parent changed is an orphan and must not keep serving.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid === parent) return;
+    setTimeout(() => process.exit(1), Worker.stopTimeout * 1000).unref();
+    void exit(false);
+  }, 1000).unref();
   process.on('uncaughtException', (error) => log.error('uncaught exception', { error: describeError(error) }));
   process.on('unhandledRejection', (error) => log.error('unhandled rejection', { error: describeError(error) }));
 
