@@ -3,6 +3,7 @@ export { registerProtocol, getProtocol, BUILT_IN_TRANSPORT_SCHEMES } from './Pro
 export { ErrorCode } from './errors.js';
 export type { Transport, TransportInfo, TransportSink, PeerAddress } from './Transport.js';
 export { peerAddress } from './Transport.js';
+export { SocketTransport } from './SocketTransport.js';
 export { StreamTransport, toWire } from './stream.js';
 export type { StreamTransportOptions } from './stream.js';
 export { WebSocketTransport, WebSocketAcceptor, encodeFrame } from './websocket.js';

@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net';
 import { ErrorCode } from './errors.js';
 import type { Protocol, ProtocolConnection } from './Protocol.js';
-import { peerAddress, type PeerAddress, type Transport, type TransportHandover, type TransportSink } from './Transport.js';
+import { SocketTransport } from './SocketTransport.js';
+import type { Transport, TransportHandover, TransportSink } from './Transport.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -18,9 +19,8 @@ export interface StreamTransportOptions {
  * A byte-stream socket (TCP, TLS or unix) framed by a {@link Protocol}. Partial packages are
  * kept as a list of chunks and joined once complete, so a large package costs one copy.
  */
-export class StreamTransport implements Transport, ProtocolConnection {
+export class StreamTransport extends SocketTransport implements Transport, ProtocolConnection {
   readonly protocol: string;
-  readonly kind: 'tcp' | 'ssl' | 'unix';
   readonly maxPackageSize: number;
   protocolState: unknown;
   private readonly framer: Protocol | null;
@@ -31,23 +31,13 @@ export class StreamTransport implements Transport, ProtocolConnection {
   private closed = false;
   /** While paused, complete packages already read wait here instead of being delivered. */
   private paused = false;
-  /** Moved to another process: the socket's events no longer concern the sink. */
-  private detached = false;
-  readonly address: PeerAddress;
 
-  constructor(
-    private readonly socket: Socket,
-    private readonly sink: TransportSink,
-    options: StreamTransportOptions,
-  ) {
+  constructor(socket: Socket, sink: TransportSink, options: StreamTransportOptions) {
+    super(socket, sink, options.kind);
     this.framer = options.protocol;
     this.protocol = options.protocol?.name ?? 'tcp';
     this.maxPackageSize = options.maxPackageSize;
     this.protocolState = options.protocol?.createState?.();
-    this.kind = options.kind;
-    // Addresses are read once: Node forgets them after the socket closes, and `connections` may ask later.
-    this.address = peerAddress(socket);
-    if (this.kind !== 'unix') socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (error: NodeJS.ErrnoException) => {
       if (this.detached) return;
@@ -111,12 +101,6 @@ export class StreamTransport implements Transport, ProtocolConnection {
     }
   }
 
-  get bytesRead(): number {
-    return this.socket.bytesRead;
-  }
-  get bytesWritten(): number {
-    return this.socket.bytesWritten;
-  }
   get bufferedAmount(): number {
     return this.socket.writableLength;
   }
@@ -148,19 +132,8 @@ export class StreamTransport implements Transport, ProtocolConnection {
     this.socket.resume();
   }
 
-  cork(): void {
-    this.socket.cork();
-  }
-
-  uncork(): void {
-    this.socket.uncork();
-  }
-
-  watchDrain(): void {
-    // An empty write completes after everything queued before it: one callback for any buffer size.
-    this.socket.write(EMPTY, () => {
-      if (!this.closed) this.sink.onTransportDrain();
-    });
+  protected isOpen(): boolean {
+    return !this.closed;
   }
 
   private onData(chunk: Buffer): void {

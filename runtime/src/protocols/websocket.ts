@@ -4,9 +4,8 @@ import type { Socket } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ErrorCode } from './errors.js';
 import { toWire } from './stream.js';
-import { peerAddress, type PeerAddress, type Transport, type TransportHandover, type TransportSink } from './Transport.js';
-
-const EMPTY = Buffer.alloc(0);
+import { SocketTransport } from './SocketTransport.js';
+import type { Transport, TransportHandover, TransportSink } from './Transport.js';
 
 /** ws error codes that mean "too big" rather than "malformed". */
 const TOO_LARGE = new Set(['WS_ERR_UNSUPPORTED_MESSAGE_LENGTH']);
@@ -17,20 +16,16 @@ const TOO_LARGE = new Set(['WS_ERR_UNSUPPORTED_MESSAGE_LENGTH']);
  * writes bytes that are already a complete frame (see {@link encodeFrame}), which is how one
  * broadcast is framed once for many clients.
  */
-export class WebSocketTransport implements Transport {
+export class WebSocketTransport extends SocketTransport implements Transport {
   readonly protocol = 'websocket';
-  /** Moved to another process: the socket's events no longer concern the sink. */
-  private detached = false;
-  readonly address: PeerAddress;
 
   constructor(
     private readonly ws: WebSocket,
-    private readonly socket: Socket,
-    private readonly sink: TransportSink,
-    readonly kind: 'tcp' | 'ssl' | 'unix',
+    socket: Socket,
+    sink: TransportSink,
+    kind: 'tcp' | 'ssl' | 'unix',
   ) {
-    this.address = peerAddress(socket);
-    if (kind !== 'unix') socket.setNoDelay(true);
+    super(socket, sink, kind);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (this.detached) return;
       sink.onTransportMessage(isBinary ? data : data.toString('utf8'));
@@ -71,12 +66,6 @@ export class WebSocketTransport implements Transport {
     };
   }
 
-  get bytesRead(): number {
-    return this.socket.bytesRead;
-  }
-  get bytesWritten(): number {
-    return this.socket.bytesWritten;
-  }
   get bufferedAmount(): number {
     return this.ws.bufferedAmount;
   }
@@ -108,18 +97,8 @@ export class WebSocketTransport implements Transport {
     this.ws.resume();
   }
 
-  cork(): void {
-    this.socket.cork();
-  }
-
-  uncork(): void {
-    this.socket.uncork();
-  }
-
-  watchDrain(): void {
-    this.socket.write(EMPTY, () => {
-      if (this.ws.readyState === WebSocket.OPEN) this.sink.onTransportDrain();
-    });
+  protected isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
   }
 }
 
