@@ -286,7 +286,7 @@ t.test('reload: the room freezes while its owner restarts, then continues where 
   await sleep(500);
   const before = await freshState(b);
   const reload = await app.cli('reload');
-  t.equal(reload.code, 0, `reload succeeds ${reload.output}`);
+  t.equal(reload.code, 0, `reload succeeds ${reload.stdout}${reload.stderr}`);
   t.not(await a.pid(), ja.pid, 'the room is served by a new process');
   const after = await b.next((m) => m.type === 'state' && m.tick > 0 && m.tick < before.tick, 5000);
   t.same(

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { WebSocket, type RawData } from 'ws';
-import { isAlive, parseBannerPorts, sleep, waitFor } from '../helpers/app.ts';
+import { isAlive, parseBannerPorts, sleep, waitFor, type StatusJson } from '../helpers/app.ts';
 
-export { isAlive, sleep, waitFor };
+export { isAlive, sleep, waitFor, type StatusJson };
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BIN = join(ROOT, 'generator/bin.js');
@@ -141,11 +141,6 @@ export async function freePort(span = 1): Promise<number> {
 
 // ---- a running generated app -----------------------------------------------------------------
 
-export interface StatusJson {
-  master: { pid: number; workers: number; processes: number };
-  processes: Array<{ pid: number; name: string; id: number; listening: string; status: string }>;
-}
-
 export interface RunningApp {
   /** The master's pid, also its process group id. */
   pid: number;
@@ -239,36 +234,44 @@ export async function startApp(t: Test, projectDir: string, env: NodeJS.ProcessE
   return app;
 }
 
-// ---- chat clients ----------------------------------------------------------------------------
+// ---- JSON-over-WebSocket clients -------------------------------------------------------------
 
 export type Message = Record<string, any>;
 
-export interface ChatClient {
+/** A message type, or a predicate on messages. */
+export type Match = string | ((m: Message) => boolean);
+
+export interface JsonSocket {
   ws: WebSocket;
   /** Every text frame received, in order, as sent (pings included). */
   raw: string[];
+  /** Parsed messages not taken yet, oldest first (changed in place). */
+  queue: Message[];
   send(message: object): void;
   sendRaw(text: string): void;
+  /** Waits until `take` finds what it wants in the queue (taking it out is up to `take`). */
+  wait<T>(take: () => T | undefined, timeoutMs: number, what: string): Promise<T>;
   /** The next message (not yet taken) of this type (or matching); other messages stay queued. */
-  next(type: string | ((m: Message) => boolean), timeoutMs?: number): Promise<Message>;
-  /**
-   * Takes every queued message up to and including the first that `match`es (waiting for it) and
-   * returns the ones before it, pings left out: "what did this client get before X".
-   */
-  until(match: (m: Message) => boolean, timeoutMs?: number): Promise<Message[]>;
-  /** Logs in and waits for its own login (the one with client_list) and the history. */
-  login(name: string, room: string): Promise<{ login: Message; history: Message }>;
-  /** This client's id, once logged in. */
-  id?: string;
-  closed: Promise<void>;
+  next(match: Match, timeoutMs?: number): Promise<Message>;
+  /** Drops every queued message. */
+  drain(): void;
+  closed: Promise<{ code: number; reason: string }>;
   close(): void;
 }
 
-/** Connects a WebSocket client to the gateway and parses every frame as JSON. */
-export async function chatClient(t: Test, port: number, host = '127.0.0.1'): Promise<ChatClient> {
-  const ws = new WebSocket(`ws://${host}:${port}/`, { perMessageDeflate: false });
+export interface JsonSocketOptions {
+  host?: string;
+  /** Sees every parsed message first; returning false keeps it out of the queue. */
+  onMessage?: (m: Message, ws: WebSocket) => boolean;
+  /** What a timeout error shows of the queue (all of it by default). */
+  showQueue?: (queue: Message[]) => unknown;
+}
+
+/** Connects a WebSocket client to the gateway and parses every frame as JSON into a queue. */
+export async function jsonSocket(t: Test, port: number, opts: JsonSocketOptions = {}): Promise<JsonSocket> {
+  const ws = new WebSocket(`ws://${opts.host ?? '127.0.0.1'}:${port}/`, { perMessageDeflate: false });
   const raw: string[] = [];
-  let queue: Message[] = [];
+  const queue: Message[] = [];
   const waiters = new Set<() => void>();
   ws.on('message', (data: RawData) => {
     const text = String(data);
@@ -279,23 +282,23 @@ export async function chatClient(t: Test, port: number, host = '127.0.0.1'): Pro
     } catch {
       message = { type: '<not JSON>', text };
     }
+    if (opts.onMessage && !opts.onMessage(message, ws)) return;
     queue.push(message);
     for (const check of [...waiters]) check();
   });
   ws.on('error', () => {});
-  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: String(reason) })));
   t.teardown(() => ws.terminate());
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve());
     ws.once('error', reject);
   });
 
-  /** Waits until `take` finds what it wants in the queue. */
-  const waitQueue = <T>(take: () => T | undefined, timeoutMs: number, what: string): Promise<T> =>
+  const wait = <T>(take: () => T | undefined, timeoutMs: number, what: string): Promise<T> =>
     new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         waiters.delete(check);
-        reject(new Error(`no ${what} within ${timeoutMs} ms; queued: ${JSON.stringify(queue)}`));
+        reject(new Error(`no ${what} within ${timeoutMs} ms; queued: ${JSON.stringify(opts.showQueue ? opts.showQueue(queue) : queue)}`));
       }, timeoutMs);
       const check = (): void => {
         const found = take();
@@ -308,28 +311,55 @@ export async function chatClient(t: Test, port: number, host = '127.0.0.1'): Pro
       check();
     });
 
-  const client: ChatClient = {
+  return {
     ws,
     raw,
+    queue,
     send: (message) => ws.send(JSON.stringify(message)),
     sendRaw: (text) => ws.send(text),
-    next: (type, timeoutMs = 5000) =>
-      waitQueue(
+    wait,
+    next: (match, timeoutMs = 5000) =>
+      wait(
         () => {
-          const i = queue.findIndex(typeof type === 'string' ? (m) => m.type === type : type);
+          const i = queue.findIndex(typeof match === 'string' ? (m) => m.type === match : match);
           return i === -1 ? undefined : queue.splice(i, 1)[0];
         },
         timeoutMs,
-        typeof type === 'string' ? `"${type}" message` : 'matching message',
+        typeof match === 'string' ? `"${match}" message` : 'matching message',
       ),
+    drain: () => {
+      queue.length = 0;
+    },
+    closed,
+    close: () => ws.close(),
+  };
+}
+
+// ---- chat clients ----------------------------------------------------------------------------
+
+export interface ChatClient extends JsonSocket {
+  /**
+   * Takes every queued message up to and including the first that `match`es (waiting for it) and
+   * returns the ones before it, pings left out: "what did this client get before X".
+   */
+  until(match: (m: Message) => boolean, timeoutMs?: number): Promise<Message[]>;
+  /** Logs in and waits for its own login (the one with client_list) and the history. */
+  login(name: string, room: string): Promise<{ login: Message; history: Message }>;
+  /** This client's id, once logged in. */
+  id?: string;
+}
+
+/** A chat client on the gateway; pings are queued like any message (the tests answer them). */
+export async function chatClient(t: Test, port: number, host = '127.0.0.1'): Promise<ChatClient> {
+  const socket = await jsonSocket(t, port, { host });
+  const { queue } = socket;
+  const client: ChatClient = {
+    ...socket,
     until: (match, timeoutMs = 5000) =>
-      waitQueue(
+      socket.wait(
         () => {
           const i = queue.findIndex(match);
-          if (i === -1) return undefined;
-          const before = queue.slice(0, i).filter((m) => m.type !== 'ping');
-          queue = queue.slice(i + 1);
-          return before;
+          return i === -1 ? undefined : queue.splice(0, i + 1).slice(0, i).filter((m) => m.type !== 'ping');
         },
         timeoutMs,
         'the awaited message',
@@ -341,8 +371,6 @@ export async function chatClient(t: Test, port: number, host = '127.0.0.1'): Pro
       const history = await client.next('history');
       return { login, history };
     },
-    closed,
-    close: () => ws.close(),
   };
   return client;
 }

@@ -149,10 +149,12 @@ export class BusinessWorker extends Worker {
       if (ticket !== undefined) acks?.done(ticket);
     };
     if (cmd === Cmd.CLIENT_CONNECT) {
+      // A WebSocket client's handshake comes with its connect event only.
+      const handshake = event.payload.length > 0 ? (JSON.parse(event.payload.toString()) as Pick<ClientInfo, 'websocket'>) : {};
       this.enqueue(client, async () => {
         await this.call('onConnect', [id], client);
-        if (client.info.websocket && this.handlers.onWebSocketConnect) {
-          await this.call('onWebSocketConnect', [id, websocketRequest(client.info.websocket)], client);
+        if (handshake.websocket && this.handlers.onWebSocketConnect) {
+          await this.call('onWebSocketConnect', [id, websocketRequest(handshake.websocket)], client);
         }
       }, done);
     } else if (cmd === Cmd.CLIENT_MESSAGE) {

@@ -120,10 +120,18 @@ export class Gateway extends Worker {
     const port = this.startPort + this.id;
     this.idPrefix = clientIdPrefix(this.lanIp, port, this.epoch);
     this.internalKey = gatewayKey(this.lanIp, port);
-    this.pool = new WorkerPool(this.settings.router, {
-      limit: this.settings.holdLimit ?? 100_000,
-      timeoutMs: (this.settings.holdTimeout ?? 30) * 1000,
-    });
+    const gateway = this;
+    this.pool = new WorkerPool(
+      this.settings.router,
+      { limit: this.settings.holdLimit ?? 100_000, timeoutMs: (this.settings.holdTimeout ?? 30) * 1000 },
+      {
+        gatewayAddress: this.internalKey,
+        // Read when an envelope is made: the client-facing port is bound after this runs.
+        get gatewayListen() {
+          return gateway.listening;
+        },
+      },
+    );
     const secret = this.settings.secretKey ?? '';
     const self = { role: 'gateway', name: `${this.name}#${this.id}`, address: this.internalKey, epoch: this.epoch };
     const internal = new Worker(`frame://${this.internalKey}`, {
@@ -203,15 +211,13 @@ export class Gateway extends Worker {
       id: makeClientId(this.idPrefix, conn.id),
       conn,
       uid: null,
-      groups: new Set(),
+      groups: null,
       session: null,
       sessionJson: null,
       version: 0,
       lastSeen: Date.now(),
-      info: { clientIp: conn.remoteAddress, clientPort: conn.remotePort, gatewayAddress: this.internalKey, gatewayListen: this.listening },
       closed: false,
     };
-    this.clients.refreshEnvelope(client);
     this.clients.add(client);
     conn.context.clientId = client.id;
     // A WebSocket client is announced once its handshake request is known.
@@ -222,13 +228,12 @@ export class Gateway extends Worker {
   private clientUpgraded(conn: Connection, request: IncomingMessage): void {
     const client = this.clients.get(conn.id);
     if (!client) return;
-    client.info.websocket = { url: request.url ?? '/', headers: request.headers };
-    this.clients.refreshEnvelope(client);
-    this.dispatchConnect(client);
+    // The handshake travels once, with the connect event; the gateway does not keep it.
+    this.dispatchConnect(client, Buffer.from(JSON.stringify({ websocket: { url: request.url ?? '/', headers: request.headers } })));
   }
 
-  private dispatchConnect(client: Client): void {
-    this.pool?.dispatch(client, Cmd.CLIENT_CONNECT, 0, EMPTY);
+  private dispatchConnect(client: Client, handshake = EMPTY): void {
+    this.pool?.dispatch(client, Cmd.CLIENT_CONNECT, 0, handshake);
   }
 
   private clientMessage(conn: Connection, data: unknown): void {

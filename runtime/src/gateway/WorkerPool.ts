@@ -1,7 +1,7 @@
 import { Cmd, encodeClientEvent } from '../internal/codec.js';
 import type { Link } from '../internal/link.js';
 import { log } from '../worker/log.js';
-import type { Client } from './clients.js';
+import { envelopeOf, type Client, type GatewayFacts } from './clients.js';
 
 /** A BusinessWorker as the router sees it. */
 export interface WorkerInfo {
@@ -75,6 +75,7 @@ export class WorkerPool {
   constructor(
     private readonly router: Router | undefined,
     private readonly hold: HoldLimits,
+    private readonly facts: GatewayFacts,
   ) {
     this.sweeper = setInterval(() => this.expireHeld(), 1000);
     this.sweeper.unref();
@@ -141,7 +142,7 @@ export class WorkerPool {
     }
     const seq = worker.nextSeq++;
     const needsSession = cmd === Cmd.CLIENT_CLOSE || worker.sessionSent.get(client.counter) !== client.version;
-    const session = needsSession ? { version: client.version, json: client.sessionJson ?? NULL_JSON } : undefined;
+    const session = needsSession ? { version: client.version, json: envelopeOf(client, this.facts) } : undefined;
     worker.link.write(encodeClientEvent(cmd, seq, client.counter, flags, payload, session));
     worker.unacked.push({ seq, client, cmd, flags, payload });
     if (cmd === Cmd.CLIENT_CLOSE) this.forget(client.counter);
@@ -221,6 +222,4 @@ export class WorkerPool {
     }
   }
 }
-
-const NULL_JSON = Buffer.from('null');
 

@@ -6,16 +6,15 @@ export interface Client {
   readonly id: string;
   readonly conn: Connection;
   uid: string | null;
-  readonly groups: Set<string>;
+  /** Groups it is in; null until it joins one (most idle clients never do). */
+  groups: Set<string> | null;
   session: Record<string, unknown> | null;
-  /** `{ session, info }` as JSON, made once per change and sent to workers that lack this version. */
+  /** `{ session, info }` as JSON for workers that lack this version; made when first needed. */
   sessionJson: Buffer | null;
   /** Bumped on every session change. */
   version: number;
   /** Last time anything arrived from the client (ms), for the heartbeat. */
   lastSeen: number;
-  /** Handshake facts handed to the business side with the connect event. */
-  info: Record<string, unknown>;
   closed: boolean;
 }
 
@@ -36,7 +35,7 @@ export class ClientTable {
   remove(client: Client): void {
     client.closed = true;
     this.byCounter.delete(client.counter);
-    for (const group of client.groups) this.leaveGroup(client, group);
+    if (client.groups) for (const group of client.groups) this.leaveGroup(client, group);
     if (client.uid !== null) this.unbindUid(client);
   }
 
@@ -48,12 +47,12 @@ export class ClientTable {
     let members = this.groups.get(group);
     if (!members) this.groups.set(group, (members = new Set()));
     members.add(client);
-    client.groups.add(group);
+    (client.groups ??= new Set()).add(group);
   }
 
   leaveGroup(client: Client, group: string): void {
     const members = this.groups.get(group);
-    client.groups.delete(group);
+    client.groups?.delete(group);
     if (!members) return;
     members.delete(client);
     if (members.size === 0) this.groups.delete(group);
@@ -63,7 +62,7 @@ export class ClientTable {
   ungroup(group: string): void {
     const members = this.groups.get(group);
     if (!members) return;
-    for (const client of members) client.groups.delete(group);
+    for (const client of members) client.groups?.delete(group);
     this.groups.delete(group);
   }
 
@@ -90,13 +89,26 @@ export class ClientTable {
   setSession(client: Client, session: Record<string, unknown> | null): void {
     client.session = session;
     client.version = (client.version + 1) >>> 0;
-    this.refreshEnvelope(client);
+    client.sessionJson = null;
   }
+}
 
-  /** Re-encodes what workers receive about a client: its session and its connection facts. */
-  refreshEnvelope(client: Client): void {
-    client.sessionJson = Buffer.from(JSON.stringify({ session: client.session, info: client.info }));
-  }
+/** Facts of the gateway process every client shares (kept once, not per client). */
+export interface GatewayFacts {
+  gatewayAddress: string;
+  gatewayListen: string;
+}
+
+/**
+ * What workers receive about a client: its session and its connection facts. Encoded once per
+ * change, and kept only for clients that have a session (idle ones stay small).
+ */
+export function envelopeOf(client: Client, facts: GatewayFacts): Buffer {
+  if (client.sessionJson) return client.sessionJson;
+  const info = { clientIp: client.conn.remoteAddress, clientPort: client.conn.remotePort, ...facts };
+  const json = Buffer.from(JSON.stringify({ session: client.session, info }));
+  if (client.session !== null) client.sessionJson = json;
+  return json;
 }
 
 /** Recursive merge of plain objects (arrays and other values are replaced), for `updateSession`. */

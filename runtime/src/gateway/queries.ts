@@ -52,7 +52,7 @@ export class GatewayQueries {
       case 'client': {
         if (args.epoch !== epoch) return null;
         const client = table.get(Number(args.counter));
-        return client ? { session: client.session, uid: client.uid, groups: [...client.groups] } : null;
+        return client ? { session: client.session, uid: client.uid, groups: [...(client.groups ?? [])] } : null;
       }
       default:
         throw new Error(`unknown query "${op}"`);

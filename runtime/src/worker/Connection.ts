@@ -84,7 +84,11 @@ export class Connection<M = unknown> implements TransportSink {
    * Named timers of this connection: `conn.timers.add('idle', 30)` calls the owner's
    * `onTimer(conn, 'idle')`. They stop when the connection closes and follow it when it moves.
    */
-  readonly timers = new ConnectionTimers((name) => this.emit('onTimer', name));
+  get timers(): ConnectionTimers {
+    // Made on first use: most connections never have a timer, and idle memory counts.
+    return (this.ownTimers ??= new ConnectionTimers((name) => this.emit('onTimer', name)));
+  }
+  private ownTimers: ConnectionTimers | null = null;
   /** See {@link ConnectionLimits.maxSendBufferSize}; may be changed per connection. */
   maxSendBufferSize: number;
   /** See {@link ConnectionLimits.maxPackageSize}. */
@@ -397,7 +401,7 @@ export class Connection<M = unknown> implements TransportSink {
   onTransportClose(): void {
     if (this.currentStatus === 'closed') return;
     this.currentStatus = 'closed';
-    this.timers.delAll();
+    this.ownTimers?.delAll();
     this.pending = [];
     this.pendingBytes = 0;
     this.owner.forget(this as Connection<never>);
