@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--only=echo,broadcast,idle] [--peers=ws,sio,gw1x1,gw2x2]
- *  [--repeats=N] [--duration=S] [--variants=64x1,64x16,4096x1,4096x16] [--runtime=dist|src]`
+ *  [--repeats=N] [--duration=S] [--variants=64x1,64x16,4096x1,4096x16] [--runtime=dist|src] [--out=DIR]`
  *
  * Starts the peers and a multi-process driver on loopback, runs every scenario, prints a markdown
  * table, writes bench/results/<date>.json and bench/results/latest.svg, and stops everything it
@@ -9,6 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DriverPool } from './lib/drivers.js';
 import { PEERS, killAllPeers, type PeerSpec, type RunningPeer } from './lib/peers.js';
@@ -21,7 +22,7 @@ import type { Measurement, Options, Scenario, ScenarioContext } from './scenario
 const SCENARIOS: Scenario[] = [idle, echo, broadcast];
 const DRIVERS = 4;
 
-function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: string } {
+function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: string; out: string | null } {
   const flags = new Map<string, string>();
   for (const arg of argv) {
     const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
@@ -45,6 +46,7 @@ function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: st
       peers: quick ? peers.filter((p) => p.key !== 'gw2x2' || flags.has('peers')) : peers,
     },
     runtime,
+    out: flags.get('out') ?? null,
     only: (flags.get('only') ?? SCENARIOS.map((s) => s.key).join(',')).split(','),
   };
 }
@@ -85,7 +87,7 @@ function compileRuntime(log: (line: string) => void): void {
 }
 
 async function main(): Promise<void> {
-  const { opts, only, runtime } = parseArgs(process.argv.slice(2));
+  const { opts, only, runtime, out } = parseArgs(process.argv.slice(2));
   const scenarios = SCENARIOS.filter((s) => only.includes(s.key));
   const started = Date.now();
   const log = (line: string): void => void process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
@@ -144,7 +146,8 @@ async function main(): Promise<void> {
   const table = markdown(rows, scenarios);
   const header = `Machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGb} GB, ${info.kernel}, Node ${info.node}; load average at start ${(info.loadavgAtStart as number[]).join(' ')}. Medians of ${opts.repeats} alternating repeat(s) of ${opts.duration} s; ±x% = half the min–max spread.`;
   process.stdout.write(`${header}\n\n${table}\n`);
-  const dir = fileURLToPath(new URL('./results/', import.meta.url));
+  // --out=<dir> writes elsewhere (the test suite's smoke run must not touch the committed results).
+  const dir = out ? `${path.resolve(out)}/` : fileURLToPath(new URL('./results/', import.meta.url));
   fs.mkdirSync(dir, { recursive: true });
   const result = { date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', runtime: process.env.BENCH_RUNTIME ? 'dist (tsc)' : 'src (tsx)', machine: info, options: { ...opts, peers: opts.peers.map((p) => p.key) }, rows, measurements };
   fs.writeFileSync(`${dir}${date}${opts.quick ? '-quick' : ''}.json`, `${JSON.stringify(result, null, 2)}\n`);
