@@ -93,6 +93,8 @@ export class Gateway extends Worker {
       ...options,
       name: options.name ?? 'Gateway',
       reloadable: false,
+      // Client text is passed on as bytes: no decode here, no re-encode for the worker link.
+      textAsBuffer: true,
       maxSendBufferSize: options.sendToClientBufferSize,
       onHttpRequest: options.staticDir ? staticFiles(options.staticDir) : undefined,
     });
@@ -106,7 +108,7 @@ export class Gateway extends Worker {
     this.onWorkerStop = () => this.stopInternal();
     this.onConnect = (conn) => this.clientConnected(conn);
     this.onWebSocketConnect = (conn, request) => this.clientUpgraded(conn, request);
-    this.onMessage = (conn, data) => this.clientMessage(conn, data);
+    this.onMessage = (conn, data, binary) => this.clientMessage(conn, data, binary);
     this.onClose = (conn) => this.clientClosed(conn);
   }
 
@@ -236,11 +238,12 @@ export class Gateway extends Worker {
     this.pool?.dispatch(client, Cmd.CLIENT_CONNECT, 0, handshake);
   }
 
-  private clientMessage(conn: Connection, data: unknown): void {
+  private clientMessage(conn: Connection, data: unknown, frameBinary?: boolean): void {
     const client = this.clients.get(conn.id);
     if (!client) return;
     client.lastSeen = Date.now();
-    const { bytes, binary } = payloadOf(data);
+    // WebSocket text arrives as UTF-8 bytes with binary false (textAsBuffer); other protocols as decoded.
+    const { bytes, binary } = frameBinary === false && Buffer.isBuffer(data) ? { bytes: data, binary: false } : payloadOf(data);
     this.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, binary ? PayloadFlag.BINARY : 0, bytes);
   }
 

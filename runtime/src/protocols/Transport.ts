@@ -9,8 +9,12 @@ import type { ErrorCode } from './errors.js';
 
 /** Where a transport reports what happened; implemented by `Connection`. */
 export interface TransportSink {
-  /** One decoded message arrived. */
-  onTransportMessage(message: unknown): void;
+  /**
+   * One decoded message arrived. WebSocket transports pass the message's bytes and whether it was
+   * a binary frame (text frames are UTF-8, already validated); the sink decides whether to make a
+   * string of them.
+   */
+  onTransportMessage(message: unknown, binary?: boolean): void;
   /** The socket is gone. Called exactly once. */
   onTransportClose(): void;
   /** Something went wrong; a close follows when the error is fatal. */

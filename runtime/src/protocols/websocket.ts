@@ -11,8 +11,8 @@ import type { Transport, TransportHandover, TransportSink } from './Transport.js
 const TOO_LARGE = new Set(['WS_ERR_UNSUPPORTED_MESSAGE_LENGTH']);
 
 /**
- * A WebSocket connection driven by the `ws` package. Text frames arrive as strings, binary
- * frames as Buffers; strings are sent as text frames and Buffers as binary frames. A raw send
+ * A WebSocket connection driven by the `ws` package. Messages reach the sink as bytes with their
+ * frame type; strings are sent as text frames and Buffers as binary frames. A raw send
  * writes bytes that are already a complete frame (see {@link encodeFrame}), which is how one
  * broadcast is framed once for many clients.
  */
@@ -28,7 +28,7 @@ export class WebSocketTransport extends SocketTransport implements Transport {
     super(socket, sink, kind);
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (this.detached) return;
-      sink.onTransportMessage(isBinary ? data : data.toString('utf8'));
+      sink.onTransportMessage(data, isBinary);
     });
     ws.on('error', (error: Error & { code?: string }) => {
       if (this.detached) return;

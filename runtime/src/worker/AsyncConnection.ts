@@ -189,7 +189,7 @@ export class AsyncConnection<M = unknown> extends Connection<M> implements Conne
   private sinkFor(attempt: number): TransportSink {
     const current = (): boolean => attempt === this.attempt;
     return {
-      onTransportMessage: (message) => current() && this.onTransportMessage(message),
+      onTransportMessage: (message, binary) => current() && this.onTransportMessage(message, binary),
       onTransportClose: () => current() && this.onTransportClose(),
       onTransportError: (code, message) => current() && this.onTransportError(code, message),
       onTransportDrain: () => current() && this.onTransportDrain(),

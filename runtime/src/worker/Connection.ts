@@ -19,8 +19,8 @@ export type ConnectionStatus = 'connecting' | 'established' | 'closing' | 'close
 export interface ConnectionEvents<M = unknown, C extends Connection<M> = Connection<M>> {
   /** The connection is established (for WebSocket: the upgrade request arrived). */
   onConnect?: (conn: C) => unknown;
-  /** One decoded message arrived. */
-  onMessage?: (conn: C, data: M) => unknown;
+  /** One decoded message arrived; for WebSocket, `binary` tells a binary frame from a text one. */
+  onMessage?: (conn: C, data: M, binary?: boolean) => unknown;
   /** The connection is closed, whoever closed it. Called once. */
   onClose?: (conn: C) => unknown;
   /** Something went wrong; see {@link ErrorCode}. */
@@ -57,6 +57,8 @@ export interface ConnectionOwner {
   readonly name: string;
   /** Callbacks, read at each event so that reassigning them takes effect at once. */
   readonly events: ConnectionEvents<never, never>;
+  /** Hand WebSocket text messages to onMessage as UTF-8 Buffers instead of strings. */
+  readonly textAsBuffer?: boolean;
   forget(conn: Connection<never>): void;
   /** Moves `conn` to the sibling process `target` (see {@link Connection.transferTo}); absent if the owner cannot. */
   transfer?(conn: Connection<never>, target: number, context: unknown): Promise<void>;
@@ -392,9 +394,11 @@ export class Connection<M = unknown> implements TransportSink {
   }
 
   /** @internal TransportSink */
-  onTransportMessage(message: unknown): void {
+  onTransportMessage(message: unknown, binary?: boolean): void {
     processStats.totalRequest++;
-    this.emit('onMessage', message);
+    if (binary === undefined) this.emit('onMessage', message);
+    else if (binary || this.owner.textAsBuffer) this.emit('onMessage', message, binary);
+    else this.emit('onMessage', (message as Buffer).toString('utf8'), binary);
   }
 
   /** @internal TransportSink */

@@ -87,6 +87,11 @@ export interface WorkerOptions<M = unknown> extends Partial<ConnectionLimits>, W
   backlog?: number;
   /** TCP keep-alive probe delay in seconds, to find peers that vanished; 0 disables. Default 60. */
   keepAlive?: number;
+  /**
+   * Hand WebSocket text messages to `onMessage` as UTF-8 Buffers (validated by ws) instead of
+   * strings, with `binary` false: saves a decode when the bytes are only passed on. Default false.
+   */
+  textAsBuffer?: boolean;
   /** Offer permessage-deflate on WebSocket addresses. Default false (costs CPU and memory; such connections cannot move). */
   perMessageDeflate?: boolean;
 }
@@ -219,6 +224,11 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   /** How this Worker frames client data: ws messages, or a byte-stream protocol (null = raw). @internal */
   get framing(): { family: 'stream' | 'websocket' | null; protocol: Protocol | null } {
     return { family: this.parsed?.family ?? null, protocol: this.parsed?.protocol ?? null };
+  }
+
+  /** @internal ConnectionOwner */
+  get textAsBuffer(): boolean {
+    return this.options.textAsBuffer ?? false;
   }
 
   /** @internal ConnectionOwner */
