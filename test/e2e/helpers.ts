@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { WebSocket, type RawData } from 'ws';
-import { isAlive, parseBannerPorts, sleep, waitFor, type StatusJson } from '../helpers/app.ts';
+import { isAlive, parseBannerPorts, sleep, waitFor, waitForStart, type StatusJson } from '../helpers/app.ts';
 
 export { isAlive, sleep, waitFor, type StatusJson };
 
@@ -216,20 +216,7 @@ export async function startApp(t: Test, projectDir: string, env: NodeJS.ProcessE
     }
   });
 
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "Start success" within ${START_TIMEOUT_MS} ms; output:\n${text}`)), START_TIMEOUT_MS);
-    const check = (): void => {
-      if (!text.includes('Start success')) return;
-      clearTimeout(timer);
-      proc.stdout!.off('data', check);
-      resolve();
-    };
-    proc.stdout!.on('data', check);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`the app exited (${code}) before "Start success"; output:\n${text}`));
-    });
-  });
+  await waitForStart(proc, () => text, exited, START_TIMEOUT_MS);
   app.ports = parseBannerPorts(text);
   return app;
 }

@@ -14,6 +14,24 @@ import type { ConnectionInfo, ProcessStatus } from '../../runtime/src/worker/ipc
 
 export const fixturesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures');
 
+/** Resolves once the master printed "Start success"; rejects with its output if it exits first or takes too long. */
+export function waitForStart(proc: ChildProcess, output: () => string, exited: Promise<unknown>, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no "Start success" within ${timeoutMs} ms; output:\n${output()}`)), timeoutMs);
+    const check = (): void => {
+      if (!output().includes('Start success')) return;
+      clearTimeout(timer);
+      proc.stdout!.off('data', check);
+      resolve();
+    };
+    proc.stdout!.on('data', check);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`the master exited (${String(code)}) before "Start success"; output:\n${output()}`));
+    });
+  });
+}
+
 /** `status --json` as printed by the CLI. */
 export interface StatusJson {
   master: {
@@ -141,20 +159,7 @@ export async function startApp(fixture: string, opts: { env?: NodeJS.ProcessEnv;
   };
 
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "Start success" within ${START_TIMEOUT_MS} ms; output:\n${text}`)), START_TIMEOUT_MS);
-      const check = (): void => {
-        if (!text.includes('Start success')) return;
-        clearTimeout(timer);
-        proc.stdout!.off('data', check);
-        resolve();
-      };
-      proc.stdout!.on('data', check);
-      void exited.then((code) => {
-        clearTimeout(timer);
-        reject(new Error(`master exited (${code}) before "Start success"; output:\n${text}`));
-      });
-    });
+    await waitForStart(proc, () => text, exited, START_TIMEOUT_MS);
   } catch (error) {
     killGroup(proc.pid!);
     fs.rmSync(dir, { recursive: true, force: true });
