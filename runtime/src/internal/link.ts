@@ -47,15 +47,21 @@ export class Link {
     }
   }
 
-  /** Writes what is queued now. */
+  /** Writes what is queued now: corked, so the frames leave in one writev without being copied together. */
   flush(): void {
     this.flushScheduled = false;
     if (this.queue.length === 0) return;
-    const data = this.queue.length === 1 ? this.queue[0] : Buffer.concat(this.queue, this.queued);
+    const frames = this.queue;
+    const bytes = this.queued;
     this.queue = [];
     this.queued = 0;
-    if (this.conn.send(data, true) === false && this.conn.status === 'established') {
-      log.error('internal link send buffer full: frames dropped', { peer: this.peer.name, bytes: data.length });
+    let dropped = 0;
+    const batch = frames.length > 1;
+    if (batch) this.conn.cork();
+    for (const frame of frames) if (this.conn.send(frame, true) === false) dropped++;
+    if (batch) this.conn.uncork();
+    if (dropped > 0 && this.conn.status === 'established') {
+      log.error('internal link send buffer full: frames dropped', { peer: this.peer.name, frames: dropped, bytes });
     }
   }
 
