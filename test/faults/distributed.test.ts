@@ -1,5 +1,5 @@
 /**
- * Distributed layout (issue 3, "Done when"): Register on 127.0.0.2, gateway host A on 127.0.0.3,
+ * Distributed layout: Register on 127.0.0.2, gateway host A on 127.0.0.3,
  * gateway host B on 127.0.0.4, a worker host on 127.0.0.5 — each its own app process tree (ROLES, LAN_IP,
  * GATEWAY_HOST). Clients on A and B in one group see each other's group messages; B leaves at run
  * time (stop): A's clients keep working, the workers report B's clients closed and stop dialling

@@ -1,5 +1,5 @@
 /**
- * A gateway process dies (SIGKILL, issue 3): the supervisor restarts it (new pid, same client
+ * A gateway process dies (SIGKILL): the supervisor restarts it (new pid, same client
  * port, new epoch), and the business side runs onClose exactly once for each client that was on
  * it — and for no client of the other gateway. Events.onClose appends `<clientId> <pid>` to
  * $CLOSE_LOG.

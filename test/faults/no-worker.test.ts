@@ -1,5 +1,5 @@
 /**
- * No BusinessWorker up (issue 3): events that reach a gateway while no worker is linked are held
+ * No BusinessWorker up: events that reach a gateway while no worker is linked are held
  * (bounded) and delivered, in order, once a worker is back. The workers run as their own start
  * file / process tree (ROLES=worker), the Register and gateways as another (ROLES=register,gateway).
  */

@@ -1,5 +1,5 @@
 /**
- * Register restart (issue 3: "no client notices"): the Register is killed with SIGKILL while
+ * Register restart ("no client notices"): the Register is killed with SIGKILL while
  * clients chat; the supervisor restarts it. No client is disconnected, no message is lost or
  * doubled, the business side does not report any client closed (no onClose: $CLOSE_LOG stays
  * empty), sessions survive, and a gateway started after the Register is back is discovered by

@@ -1,5 +1,5 @@
 /**
- * `reload` under steady traffic (issue 3): each old BusinessWorker stops taking new events,
+ * `reload` under steady traffic: each old BusinessWorker stops taking new events,
  * finishes what it has and exits; no client disconnects, no message is lost or doubled, and the
  * new processes run the new code (the Events module of a temp copy reads ./version.ts, which the
  * test rewrites on disk before the reload).
