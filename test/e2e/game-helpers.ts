@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path';
 import type { Test } from 'tap';
-import { ensureRuntimeBuilt, freePort, generator, jsonSocket, startApp, type JsonSocket, type Message, type RunningApp } from './helpers.ts';
+import { ensureRuntimeBuilt, freePort, generator, jsonSocket, startApp, waitFor, type JsonSocket, type Message, type RunningApp } from './helpers.ts';
 
 export { sleep, tempDir, waitFor, type Message, type Run, type StatusJson } from './helpers.ts';
 
@@ -39,6 +39,12 @@ export async function startGameApp(t: Test, dir: string, env: NodeJS.ProcessEnv 
     START_PORT: String(await freePort(8)),
     ...env,
   });
+  // "Start success" means every process is up, not that every worker has linked to every
+  // gateway yet: wait for those links so that routing starts from the full picture.
+  if (env.GATEWAY_COUNT && env.WORKER_COUNT) {
+    const links = Number(env.GATEWAY_COUNT) * Number(env.WORKER_COUNT);
+    await waitFor(() => (app.output().match(/business worker linked/g) ?? []).length >= links, 10_000, `${links} worker links`);
+  }
   return Object.assign(app, {
     port,
     async timersOf(pid: number) {
