@@ -1,4 +1,5 @@
-import { Cmd, PayloadFlag, Target, encodeBroadcast, encodeJson, encodeSend, payloadOf } from '../internal/codec.js';
+import { Cmd, PayloadFlag, Target, encodeBroadcast, encodeJson, encodePublish, encodeSend, payloadOf } from '../internal/codec.js';
+import { isValidTopicFilter, isValidTopicName } from '../topics/index.js';
 import type { GatewayLink, GatewayLinks } from './GatewayLinks.js';
 
 /** What can be sent to clients: text, or bytes (binary WebSocket frames). */
@@ -6,6 +7,41 @@ export type ClientMessage = string | Buffer | Uint8Array;
 
 /** A session: a plain JSON-serialisable object kept on the gateway for each client. */
 export type Session = Record<string, unknown>;
+
+/** How a client subscribes to a topic filter. */
+export interface SubscribeOptions {
+  /** Highest QoS the client gets messages on this filter with (MQTT clients). Default 0. */
+  qos?: 0 | 1 | 2;
+  /** MQTT 5: do not deliver the client's own publishes (those made with `from` = its id). */
+  noLocal?: boolean;
+  /** MQTT 5: keep the retain flag of live messages on delivery. */
+  retainAsPublished?: boolean;
+  /** MQTT 5 subscription identifier (1–268,435,455), echoed in each delivery. */
+  subscriptionId?: number;
+}
+
+/** MQTT 5 properties a publish may carry to MQTT 5 clients. */
+export interface PublishProperties {
+  payloadFormatIndicator?: boolean;
+  messageExpiryInterval?: number;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: Buffer;
+  userProperties?: Record<string, string | string[]>;
+}
+
+/** How a message is published to a topic. */
+export interface PublishOptions {
+  /** QoS for MQTT subscribers (each gets the lower of this and its subscription's). Default 0. */
+  qos?: 0 | 1 | 2;
+  /** The retain flag as published (routing keeps nothing: retained storage is the application's). */
+  retain?: boolean;
+  properties?: PublishProperties;
+  /** The publishing client, for `noLocal` subscriptions. */
+  from?: string;
+  /** Deliver only to this client, whatever it subscribed to (retained or queued messages). */
+  clientId?: string;
+}
 
 /** Thrown synchronously-rejected for arguments that can never work (empty group, empty uid, …). */
 export class GatewayArgumentError extends TypeError {
@@ -121,6 +157,64 @@ export class GatewayApi {
   async getSession(clientId: string): Promise<Session | null> {
     const info = await this.clientInfo(clientId);
     return info ? (info.session ?? {}) : null;
+  }
+
+  // ---- topics --------------------------------------------------------------------------------
+
+  /**
+   * Subscribes a client to a topic filter (`+` one level, `#` the rest). The subscription lives on
+   * the client's gateway and ends with its connection. Works for every protocol: MQTT clients get
+   * PUBLISH packets, others the message itself.
+   */
+  async subscribe(clientId: string, filter: string, options: SubscribeOptions = {}): Promise<void> {
+    if (typeof filter !== 'string' || !isValidTopicFilter(filter)) throw new GatewayArgumentError(`invalid topic filter ${JSON.stringify(filter)}`);
+    const qos = options.qos ?? 0;
+    if (qos !== 0 && qos !== 1 && qos !== 2) throw new GatewayArgumentError(`qos must be 0, 1 or 2, got ${JSON.stringify(qos)}`);
+    return this.control(clientId, 'subscribe', {
+      filter,
+      qos,
+      noLocal: options.noLocal === true,
+      retainAsPublished: options.retainAsPublished === true,
+      ...(options.subscriptionId ? { subscriptionId: options.subscriptionId } : {}),
+    });
+  }
+
+  async unsubscribe(clientId: string, filter: string): Promise<void> {
+    if (typeof filter !== 'string' || !isValidTopicFilter(filter)) throw new GatewayArgumentError(`invalid topic filter ${JSON.stringify(filter)}`);
+    return this.control(clientId, 'unsubscribe', { filter });
+  }
+
+  /**
+   * Publishes to a topic: one frame per gateway, which delivers it to each of its clients whose
+   * filters match, once per client. With `options.clientId`, only that client gets it.
+   */
+  async publish(topic: string, message: ClientMessage, options: PublishOptions = {}): Promise<void> {
+    if (typeof topic !== 'string' || !isValidTopicName(topic)) throw new GatewayArgumentError(`invalid topic name ${JSON.stringify(topic)}`);
+    const qos = options.qos ?? 0;
+    if (qos !== 0 && qos !== 1 && qos !== 2) throw new GatewayArgumentError(`qos must be 0, 1 or 2, got ${JSON.stringify(qos)}`);
+    const { bytes, flags } = encodePayload(message, false);
+    await this.reachable();
+    const properties = options.properties ? JSON.stringify(options.properties, (key, value: unknown) =>
+      key === 'correlationData' && value && typeof value === 'object' && 'data' in value ? Buffer.from((value as { data: number[] }).data).toString('base64') : value,
+    ) : null;
+    const from = options.from ? this.links.owner(options.from) : null;
+    const frame = {
+      qos,
+      retain: options.retain === true,
+      binary: (flags & PayloadFlag.BINARY) !== 0,
+      topic,
+      from: from ? { epoch: from.epoch, counter: from.counter } : null,
+      properties,
+      payload: bytes,
+    };
+    if (options.clientId !== undefined) {
+      const owner = this.links.owner(options.clientId);
+      if (!owner) return;
+      owner.gateway.link.write(encodePublish({ ...frame, target: { epoch: owner.epoch, counter: owner.counter } }));
+      return;
+    }
+    const wire = encodePublish({ ...frame, target: null });
+    for (const gateway of this.links.open()) gateway.link.write(wire);
   }
 
   // ---- queries -------------------------------------------------------------------------------

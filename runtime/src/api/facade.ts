@@ -38,6 +38,9 @@ const API_METHODS = [
   'getAllGroupClientIdList',
   'getAllClientSessions',
   'getClientSessionsByGroup',
+  'subscribe',
+  'unsubscribe',
+  'publish',
 ] as const satisfies ReadonlyArray<keyof GatewayApi>;
 
 type ApiStatics = Pick<GatewayApi, (typeof API_METHODS)[number]>;

@@ -3,7 +3,7 @@ import { GatewayApi, encodePayload, type ClientMessage, type Session } from '../
 import { GatewayLinks, type GatewayLink } from '../api/GatewayLinks.js';
 import { setCurrentApi } from '../api/current.js';
 import { makeClientId, parseClientId } from '../internal/clientId.js';
-import { Cmd, PayloadFlag, decodeClientEvent, encodeJson, encodeSend, encodeU32, type ClientEvent } from '../internal/codec.js';
+import { Cmd, PayloadFlag, decodeClientEvent, decodeUnacked, encodeJson, encodeSend, encodeU32, type ClientEvent, type UnackedMessage } from '../internal/codec.js';
 import { describeError, log } from '../worker/log.js';
 import { Worker } from '../worker/Worker.js';
 import { AckTracker } from './AckTracker.js';
@@ -45,6 +45,7 @@ interface Tracked {
   sessionJson: string;
   version: number;
   info: ClientInfo;
+  unacked?: readonly UnackedMessage[];
   /** Handlers of one client run one after another, in arrival order. */
   chain: Promise<void>;
 }
@@ -162,6 +163,13 @@ export class BusinessWorker extends Worker {
       this.enqueue(client, () => this.call('onMessage', [id, message], client), done);
     } else {
       this.clients.delete(id);
+      if (event.payload.length > 0) {
+        try {
+          client.unacked = decodeUnacked(event.payload);
+        } catch (error) {
+          log.warn(`malformed unacked messages in a close event: ${(error as Error).message}`, { client: id });
+        }
+      }
       this.enqueue(client, () => this.call('onClose', [id], client), done);
     }
   }

@@ -1,4 +1,5 @@
 import type { ClientMessage, GatewayApi, Session } from '../api/GatewayApi.js';
+import type { UnackedMessage } from '../internal/codec.js';
 import type { Worker } from '../worker/Worker.js';
 
 /** Facts about a client's connection, from its gateway. */
@@ -33,6 +34,11 @@ export interface Context {
   readonly clientIp: string;
   readonly clientPort: number;
   readonly gatewayAddress: string;
+  /**
+   * In `onClose` of an MQTT client: the QoS ≥ 1 messages its gateway sent it that it never
+   * acknowledged, oldest first (keep them for its next connection). Empty otherwise.
+   */
+  readonly unacked: readonly UnackedMessage[];
   /** Sends to this client (PHP's `sendToCurrentClient`). */
   send(message: ClientMessage, raw?: boolean): Promise<void>;
   /** Closes this client, after `message` if given (PHP's `closeCurrentClient`). */
@@ -59,6 +65,8 @@ export interface ContextHolder {
   /** Set when a callback read `ctx.session`: only then can it have changed it. */
   touched: boolean;
   info: ClientInfo;
+  /** Set from the close event of an MQTT client. */
+  unacked?: readonly UnackedMessage[];
 }
 
 /**
@@ -91,7 +99,12 @@ export function createContext(
     get gatewayAddress() {
       return holder.info.gatewayAddress ?? '';
     },
+    get unacked() {
+      return holder.unacked ?? NONE;
+    },
     send,
     close: (message) => api.closeClient(clientId, message),
   };
 }
+
+const NONE: readonly UnackedMessage[] = Object.freeze([]);

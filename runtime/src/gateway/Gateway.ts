@@ -1,4 +1,5 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IPublishPacket } from 'mqtt-packet';
 import { clientIdPrefix, gatewayKey, makeClientId, splitHostPort } from '../internal/clientId.js';
 import {
   Cmd,
@@ -6,12 +7,15 @@ import {
   Target,
   decodeBroadcast,
   decodeJson,
+  decodePublish,
   decodeRequest,
   decodeSend,
   decodeU32,
   encodeJson,
   encodeRequest,
+  encodeUnacked,
   payloadOf,
+  type PublishFrame,
 } from '../internal/codec.js';
 import { DEFAULT_LINK_BUFFER, acceptLink, dialLink, type DialedLink, type Link } from '../internal/link.js';
 import { encodeFrame } from '../protocols/index.js';
@@ -21,7 +25,9 @@ import { Timer } from '../worker/Timer.js';
 import { Worker, type WorkerOptions } from '../worker/Worker.js';
 import { ClientTable, deepMerge, type Client } from './clients.js';
 import { GatewayQueries } from './queries.js';
+import { MqttLayer, MqttSession } from './mqtt.js';
 import { staticFiles } from './static.js';
+import { Subscriptions } from './subscriptions.js';
 import { WorkerPool, type Router } from './WorkerPool.js';
 
 /** Options of a {@link Gateway}. */
@@ -56,6 +62,13 @@ export interface GatewayOptions
   holdTimeout?: number;
   /** Serve this directory over HTTP on a WebSocket port (a browser client beside its socket). */
   staticDir?: string | URL;
+  /**
+   * Answers plain HTTP requests on a WebSocket port (an API beside the socket). Return true (or a
+   * promise of true) when it answered; otherwise `staticDir` (or a 404) answers.
+   */
+  httpHandler?: (request: IncomingMessage, response: ServerResponse) => boolean | Promise<boolean>;
+  /** MQTT: seconds a new connection has to send its CONNECT. Default 10. */
+  mqttConnectTimeout?: number;
   /** Called in the gateway when a client connects (no business code here: logging, metrics). */
   onConnect?: (conn: Connection) => unknown;
   /** Called in the gateway when a client leaves. */
@@ -86,6 +99,9 @@ export class Gateway extends Worker {
   private internal: Worker | null = null;
   private readonly queries = new GatewayQueries(this.clients, () => this.idPrefix);
   private readonly corked = new Set<Connection>();
+  private readonly subscriptions = new Subscriptions<Client>();
+  /** Set when clients speak MQTT (`mqtt://`, `mqtts://`, `mqtt+ws://`). */
+  private mqtt: MqttLayer<Client> | null = null;
 
   /** @param address client-facing address, e.g. `websocket://0.0.0.0:7272` or `text://0.0.0.0:8282`. */
   constructor(address: string, options: GatewayOptions = {}) {
@@ -96,7 +112,7 @@ export class Gateway extends Worker {
       // Client text is passed on as bytes: no decode here, no re-encode for the worker link.
       textAsBuffer: true,
       maxSendBufferSize: options.sendToClientBufferSize,
-      onHttpRequest: options.staticDir ? staticFiles(options.staticDir) : undefined,
+      onHttpRequest: httpHandlerOf(options),
     });
     this.settings = options;
     this.lanIp = options.lanIp ?? '127.0.0.1';
@@ -168,6 +184,7 @@ export class Gateway extends Worker {
       }),
     );
     this.startHeartbeat();
+    if (this.framing.protocol?.name === 'mqtt') this.startMqtt();
     log.debug('gateway internal port ready', { internal: this.internalKey });
   }
 
@@ -219,6 +236,8 @@ export class Gateway extends Worker {
       version: 0,
       lastSeen: Date.now(),
       closed: false,
+      subscriptions: null,
+      mqtt: this.mqtt ? new MqttSession() : null,
     };
     this.clients.add(client);
     conn.context.clientId = client.id;
@@ -242,6 +261,10 @@ export class Gateway extends Worker {
     const client = this.clients.get(conn.id);
     if (!client) return;
     client.lastSeen = Date.now();
+    if (this.mqtt) {
+      this.mqtt.receive(client, Buffer.isBuffer(data) ? data : payloadOf(data).bytes, this.framing.family === 'stream');
+      return;
+    }
     // WebSocket text arrives as UTF-8 bytes with binary false (textAsBuffer); other protocols as decoded.
     const { bytes, binary } = frameBinary === false && Buffer.isBuffer(data) ? { bytes: data, binary: false } : payloadOf(data);
     this.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, binary ? PayloadFlag.BINARY : 0, bytes);
@@ -251,7 +274,10 @@ export class Gateway extends Worker {
     const client = this.clients.get(conn.id);
     if (client) {
       this.clients.remove(client);
-      this.pool?.dispatch(client, Cmd.CLIENT_CLOSE, 0, EMPTY);
+      this.subscriptions.removeAll(client);
+      // An MQTT client's unacknowledged messages go back to the application with its close event.
+      const unacked = client.mqtt?.unacked();
+      this.pool?.dispatch(client, Cmd.CLIENT_CLOSE, 0, unacked && unacked.length > 0 ? encodeUnacked(unacked) : EMPTY);
     }
     this.callUser('onClose', conn);
   }
@@ -305,6 +331,9 @@ export class Gateway extends Worker {
       }
       case Cmd.BROADCAST:
         this.broadcast(body);
+        break;
+      case Cmd.PUBLISH:
+        this.publish(decodePublish(body));
         break;
       case Cmd.CONTROL:
         this.control(link, decodeJson<ControlOp>(body));
@@ -382,6 +411,90 @@ export class Gateway extends Worker {
     return payload;
   }
 
+  /**
+   * A topic publish: matched against this gateway's subscriptions, delivered once per client.
+   * QoS 0 bytes are encoded once per protocol level and shared by every recipient.
+   */
+  private publish(message: PublishFrame): void {
+    const properties = message.properties === null ? undefined : parseProperties(message.properties);
+    if (message.target) {
+      if (message.target.epoch !== this.epoch) return;
+      const client = this.clients.get(message.target.counter);
+      if (client) this.deliver(client, message, message.qos, message.retain, properties);
+      return;
+    }
+    const from = message.from && message.from.epoch === this.epoch ? message.from.counter : null;
+    const matches = this.subscriptions.match(message.topic, from);
+    if (matches.size === 0) return;
+    const shared = new Map<number, Buffer | string>();
+    for (const [client, match] of matches) {
+      const qos = Math.min(message.qos, match.qos) as 0 | 1 | 2;
+      const retain = match.retainAsPublished && message.retain;
+      const session = client.mqtt;
+      if (session && session.version !== 0 && qos === 0 && !match.subscriptionIds) {
+        const key = session.version * 2 + (retain ? 1 : 0);
+        let wire = shared.get(key);
+        if (wire === undefined) {
+          wire = this.encodeOnce(this.mqtt!.encodePublish(session, { topic: message.topic, payload: message.payload, retain, properties }, 0, 0), PayloadFlag.BINARY);
+          shared.set(key, wire);
+        }
+        this.write(client.conn, wire);
+        continue;
+      }
+      const ids = match.subscriptionIds;
+      const withIds = ids ? { ...properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : ids } : properties;
+      this.deliver(client, message, qos, retain, withIds, shared);
+    }
+  }
+
+  private deliver(client: Client, message: PublishFrame, qos: 0 | 1 | 2, retain: boolean, properties: IPublishPacket['properties'], shared?: Map<number, Buffer | string>): void {
+    if (client.mqtt && this.mqtt) {
+      this.mqtt.deliver(client, { topic: message.topic, payload: message.payload, retain, properties }, qos);
+      return;
+    }
+    // Other protocols get the payload as a plain message.
+    let wire = shared?.get(-1);
+    if (wire === undefined) {
+      wire = this.encodeOnce(message.payload, message.binary ? PayloadFlag.BINARY : 0);
+      shared?.set(-1, wire);
+    }
+    this.write(client.conn, wire);
+  }
+
+  private startMqtt(): void {
+    const gateway = this;
+    this.mqtt = new MqttLayer<Client>(
+      {
+        session: (client) => client.mqtt as MqttSession,
+        forward: (client, packet) => gateway.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, PayloadFlag.BINARY, packet),
+        write: (client, packet) => gateway.write(client.conn, gateway.encodeOnce(packet, PayloadFlag.BINARY)),
+        close: (client, _reason, last) => (last ? client.conn.close(last) : client.conn.close()),
+        log: (message, client) => log.info(message, { client: client.id }),
+      },
+      this.limitsPackageSize(),
+    );
+    const connectTimeout = (this.settings.mqttConnectTimeout ?? 10) * 1000;
+    // Keep-alive: a client silent for 1.5 × its keep-alive is gone (MQTT §3.1.2.10).
+    Timer.add(0.25, () => {
+      const now = Date.now();
+      for (const client of this.clients.byCounter.values()) {
+        const session = client.mqtt;
+        if (!session) continue;
+        const silent = now - client.lastSeen;
+        if (session.version === 0 ? silent > connectTimeout : session.keepAliveMs > 0 && silent > session.keepAliveMs * 1.5) {
+          log.debug(session.version === 0 ? 'no CONNECT in time, closing' : 'MQTT keep-alive timeout, closing', { client: client.id });
+          const last = this.mqtt?.keepAliveDisconnect(session);
+          if (last) {
+            client.conn.close(last);
+            // The peer is silent: do not wait for it to read the DISCONNECT.
+            setTimeout(() => client.conn.destroy(), 200).unref();
+          } else client.conn.destroy();
+          client.lastSeen = Infinity;
+        }
+      }
+    });
+  }
+
   private control(link: Link, op: ControlOp): void {
     if (op.op === 'ungroup') {
       this.clients.ungroup(requireString(op.group, 'group'));
@@ -423,6 +536,19 @@ export class Gateway extends Worker {
         if (op.base === base) this.pool?.sessionWritten(link, client, base);
         break;
       }
+      case 'subscribe': {
+        const qos = op.qos === 1 || op.qos === 2 ? op.qos : 0;
+        this.subscriptions.add(client, requireString(op.filter, 'filter'), {
+          qos,
+          noLocal: op.noLocal === true,
+          retainAsPublished: op.retainAsPublished === true,
+          subscriptionId: typeof op.subscriptionId === 'number' ? op.subscriptionId : undefined,
+        });
+        break;
+      }
+      case 'unsubscribe':
+        this.subscriptions.remove(client, requireString(op.filter, 'filter'));
+        break;
       case 'updateSession':
         this.clients.setSession(client, deepMerge(client.session ?? {}, (op.session ?? {}) as Record<string, unknown>));
         break;
@@ -432,7 +558,7 @@ export class Gateway extends Worker {
 
 /** A control command from a worker or GatewayClient. */
 interface ControlOp {
-  op: 'joinGroup' | 'leaveGroup' | 'ungroup' | 'bindUid' | 'unbindUid' | 'close' | 'destroy' | 'setSession' | 'updateSession';
+  op: 'joinGroup' | 'leaveGroup' | 'ungroup' | 'bindUid' | 'unbindUid' | 'close' | 'destroy' | 'setSession' | 'updateSession' | 'subscribe' | 'unsubscribe';
   counter: number;
   epoch: number;
   group?: string;
@@ -444,6 +570,48 @@ interface ControlOp {
   set?: unknown;
   unset?: string[];
   base?: number;
+  filter?: string;
+  qos?: number;
+  noLocal?: boolean;
+  retainAsPublished?: boolean;
+  subscriptionId?: number;
+}
+
+/** MQTT 5 publish properties from their wire JSON (correlation data travels as base64). */
+function parseProperties(json: string): IPublishPacket['properties'] {
+  const value = JSON.parse(json) as Record<string, unknown>;
+  if (typeof value.correlationData === 'string') value.correlationData = Buffer.from(value.correlationData, 'base64');
+  return value as IPublishPacket['properties'];
+}
+
+/** The HTTP side of a WebSocket gateway: the user's handler first, then the static files. */
+function httpHandlerOf(options: GatewayOptions): ((request: IncomingMessage, response: ServerResponse) => void) | undefined {
+  const files = options.staticDir ? staticFiles(options.staticDir) : undefined;
+  const handler = options.httpHandler;
+  if (!handler) return files;
+  const fallback = (request: IncomingMessage, response: ServerResponse): void => {
+    if (files) files(request, response);
+    else {
+      response.writeHead(404, { 'Content-Type': 'text/plain' });
+      response.end('404 Not Found\n');
+    }
+  };
+  return (request, response) => {
+    Promise.resolve()
+      .then(() => handler(request, response))
+      .then(
+        (answered) => {
+          if (!answered && !response.headersSent) fallback(request, response);
+        },
+        (error: unknown) => {
+          log.error('gateway httpHandler threw', { url: request.url, error: describeError(error) });
+          if (!response.headersSent) {
+            response.writeHead(500, { 'Content-Type': 'text/plain' });
+            response.end('500 Internal Server Error\n');
+          } else response.destroy();
+        },
+      );
+  };
 }
 
 function requireString(value: unknown, name: string): string {

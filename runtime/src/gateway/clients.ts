@@ -1,4 +1,6 @@
 import type { Connection } from '../worker/Connection.js';
+import type { MqttSession } from './mqtt.js';
+import type { SubscriptionOptions } from './subscriptions.js';
 
 /** What the gateway knows about one client connection. */
 export interface Client {
@@ -16,6 +18,10 @@ export interface Client {
   /** Last time anything arrived from the client (ms), for the heartbeat. */
   lastSeen: number;
   closed: boolean;
+  /** Topic filters it subscribed to; null until the first. */
+  subscriptions: Map<string, SubscriptionOptions> | null;
+  /** MQTT state, for clients of an MQTT gateway. */
+  mqtt: MqttSession | null;
 }
 
 /**

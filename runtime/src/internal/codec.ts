@@ -28,6 +28,7 @@ export const Cmd = {
   CONTROL: 33,
   QUERY: 34,
   DRAIN: 35,
+  PUBLISH: 36,
   // Gateway → worker/API.
   QUERY_RESULT: 40,
 } as const;
@@ -256,4 +257,141 @@ export function decodeRequest<T>(body: Buffer): { req: number; value: T } {
 export function decodeU32(body: Buffer): number {
   if (body.length < 5) throw new RangeError('truncated frame');
   return body.readUInt32BE(1);
+}
+
+
+/** Delivery options of a topic publish as they cross the wire. */
+export interface PublishFrame {
+  qos: 0 | 1 | 2;
+  retain: boolean;
+  binary: boolean;
+  topic: string;
+  /** Only this client (epoch + counter) gets it, whatever its subscriptions. */
+  target: { epoch: number; counter: number } | null;
+  /** The publishing client, for `noLocal` subscriptions. */
+  from: { epoch: number; counter: number } | null;
+  /** MQTT 5 publish properties as JSON (Buffers as base64), or null. */
+  properties: string | null;
+  payload: Buffer;
+}
+
+const PUB_RETAIN = 4;
+const PUB_TARGET = 8;
+const PUB_FROM = 16;
+const PUB_PROPS = 32;
+const PUB_BINARY = 64;
+
+/**
+ * Topic publish, one frame per gateway: `flags u8 | [target epoch u48 counter u32] |
+ * [from epoch u48 counter u32] | topic u16+bytes | [properties u32+JSON] | payload`.
+ * Flags: qos in bits 0–1, then retain, target, from, properties, binary.
+ */
+export function encodePublish(message: Omit<PublishFrame, 'properties'> & { properties: string | null }): Buffer {
+  const topic = Buffer.from(message.topic);
+  const props = message.properties === null ? null : Buffer.from(message.properties);
+  const length = 1 + (message.target ? 10 : 0) + (message.from ? 10 : 0) + 2 + topic.length + (props ? 4 + props.length : 0) + message.payload.length;
+  const frame = allocate(Cmd.PUBLISH, length);
+  let at = HEADER + 1;
+  frame[at++] =
+    message.qos |
+    (message.retain ? PUB_RETAIN : 0) |
+    (message.target ? PUB_TARGET : 0) |
+    (message.from ? PUB_FROM : 0) |
+    (props ? PUB_PROPS : 0) |
+    (message.binary ? PUB_BINARY : 0);
+  for (const party of [message.target, message.from]) {
+    if (!party) continue;
+    frame.writeUIntBE(party.epoch, at, 6);
+    frame.writeUInt32BE(party.counter >>> 0, at + 6);
+    at += 10;
+  }
+  frame.writeUInt16BE(topic.length, at);
+  topic.copy(frame, at + 2);
+  at += 2 + topic.length;
+  if (props) {
+    frame.writeUInt32BE(props.length, at);
+    props.copy(frame, at + 4);
+    at += 4 + props.length;
+  }
+  message.payload.copy(frame, at);
+  return frame;
+}
+
+/** @throws RangeError on a truncated frame. */
+export function decodePublish(body: Buffer): PublishFrame {
+  if (body.length < 4) throw new RangeError('truncated publish');
+  const flags = body[1];
+  let at = 2;
+  const party = (present: boolean): { epoch: number; counter: number } | null => {
+    if (!present) return null;
+    if (at + 10 > body.length) throw new RangeError('truncated publish');
+    const value = { epoch: body.readUIntBE(at, 6), counter: body.readUInt32BE(at + 6) };
+    at += 10;
+    return value;
+  };
+  const target = party((flags & PUB_TARGET) !== 0);
+  const from = party((flags & PUB_FROM) !== 0);
+  if (at + 2 > body.length) throw new RangeError('truncated publish');
+  const topicLength = body.readUInt16BE(at);
+  if (at + 2 + topicLength > body.length) throw new RangeError('truncated publish topic');
+  const topic = body.toString('utf8', at + 2, at + 2 + topicLength);
+  at += 2 + topicLength;
+  let properties: string | null = null;
+  if (flags & PUB_PROPS) {
+    if (at + 4 > body.length) throw new RangeError('truncated publish');
+    const length = body.readUInt32BE(at);
+    if (at + 4 + length > body.length) throw new RangeError('truncated publish properties');
+    properties = body.toString('utf8', at + 4, at + 4 + length);
+    at += 4 + length;
+  }
+  const qos = flags & 3;
+  if (qos > 2) throw new RangeError('publish qos must be 0, 1 or 2');
+  return { qos: qos as 0 | 1 | 2, retain: (flags & PUB_RETAIN) !== 0, binary: (flags & PUB_BINARY) !== 0, topic, target, from, properties, payload: body.subarray(at) };
+}
+
+/** A QoS ≥ 1 message a client never acknowledged, handed back with its close event. */
+export interface UnackedMessage {
+  topic: string;
+  payload: Buffer;
+  qos: 1 | 2;
+  retain: boolean;
+}
+
+/** Close-event payload: repeated `qos u8 | retain u8 | topic u16+bytes | payload u32+bytes`. */
+export function encodeUnacked(messages: readonly UnackedMessage[]): Buffer {
+  const topics = messages.map((m) => Buffer.from(m.topic));
+  const size = messages.reduce((sum, m, i) => sum + 8 + topics[i].length + m.payload.length, 0);
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  messages.forEach((m, i) => {
+    out[at] = m.qos;
+    out[at + 1] = m.retain ? 1 : 0;
+    out.writeUInt16BE(topics[i].length, at + 2);
+    topics[i].copy(out, at + 4);
+    at += 4 + topics[i].length;
+    out.writeUInt32BE(m.payload.length, at);
+    m.payload.copy(out, at + 4);
+    at += 4 + m.payload.length;
+  });
+  return out;
+}
+
+/** @throws RangeError on truncated bytes. */
+export function decodeUnacked(bytes: Buffer): UnackedMessage[] {
+  const out: UnackedMessage[] = [];
+  let at = 0;
+  while (at < bytes.length) {
+    if (at + 4 > bytes.length) throw new RangeError('truncated unacked message');
+    const qos = bytes[at] === 2 ? 2 : 1;
+    const retain = bytes[at + 1] === 1;
+    const topicLength = bytes.readUInt16BE(at + 2);
+    if (at + 8 + topicLength > bytes.length) throw new RangeError('truncated unacked message');
+    const topic = bytes.toString('utf8', at + 4, at + 4 + topicLength);
+    at += 4 + topicLength;
+    const length = bytes.readUInt32BE(at);
+    if (at + 4 + length > bytes.length) throw new RangeError('truncated unacked payload');
+    out.push({ topic, payload: Buffer.from(bytes.subarray(at + 4, at + 4 + length)), qos, retain });
+    at += 4 + length;
+  }
+  return out;
 }

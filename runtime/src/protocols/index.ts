@@ -10,10 +10,14 @@ export { WebSocketTransport, WebSocketAcceptor, encodeFrame } from './websocket.
 export type { WebSocketAcceptorHooks, WebSocketAcceptorOptions } from './websocket.js';
 export { text } from './text.js';
 export { frame } from './frame.js';
+export { mqtt, mqttPacketLength, decodeMqttPacket, encodeMqttPacket } from './mqtt.js';
+export type { MqttVersion } from './mqtt.js';
 
 import { registerProtocol } from './Protocol.js';
 import { text } from './text.js';
 import { frame } from './frame.js';
+import { mqtt } from './mqtt.js';
 
 registerProtocol('text', text);
 registerProtocol('frame', frame);
+registerProtocol('mqtt', mqtt);

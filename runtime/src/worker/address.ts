@@ -40,16 +40,21 @@ export function parseAddress(address: string, protocolOverride?: string | Protoc
     endpoint = { kind: 'tcp', host: hostPort[1].replace(/^\[|\]$/g, ''), port };
     path = hostPort[3] ?? '/';
   }
-  const websocket = scheme === 'websocket' || scheme === 'ws' || scheme === 'wss';
+  // `<protocol>+ws://` carries a protocol's bytes in WebSocket messages (`mqtt+ws://`);
+  // `mqtts://` is MQTT over TLS.
+  const carried = /^(.+)\+(ws|wss)$/.exec(scheme);
+  const transport = carried ? carried[2] : scheme === 'mqtts' ? 'ssl' : scheme;
+  const protocolName = carried ? carried[1] : scheme === 'mqtts' ? 'mqtt' : scheme;
+  const websocket = transport === 'websocket' || transport === 'ws' || transport === 'wss';
   let protocol: Protocol | null = null;
   const override = typeof protocolOverride === 'string' ? lookup(protocolOverride, address) : protocolOverride;
   if (override) protocol = override;
-  else if (!BUILT_IN_TRANSPORT_SCHEMES.has(scheme)) protocol = lookup(scheme, address);
+  else if (!BUILT_IN_TRANSPORT_SCHEMES.has(protocolName)) protocol = lookup(protocolName, address);
   return {
     scheme,
     family: websocket ? 'websocket' : 'stream',
     protocol,
-    tls: scheme === 'wss' || scheme === 'ssl',
+    tls: transport === 'wss' || transport === 'ssl',
     endpoint,
     path,
   };
@@ -58,7 +63,7 @@ export function parseAddress(address: string, protocolOverride?: string | Protoc
 function lookup(name: string, address: string): Protocol {
   const protocol = getProtocol(name);
   if (!protocol) {
-    throw new TypeError(`unknown protocol "${name}" in "${address}": built in are tcp, text, frame, websocket, unix; register others with registerProtocol()`);
+    throw new TypeError(`unknown protocol "${name}" in "${address}": built in are tcp, text, frame, mqtt, websocket, unix; register others with registerProtocol()`);
   }
   return protocol;
 }

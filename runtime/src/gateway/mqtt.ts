@@ -1,0 +1,248 @@
+import type { IPublishPacket, Packet } from 'mqtt-packet';
+import type { UnackedMessage } from '../internal/codec.js';
+import { decodeMqttPacket, encodeMqttPacket, mqttPacketLength, type MqttVersion } from '../protocols/mqtt.js';
+
+/** Packet types by their fixed-header nibble. */
+const CONNECT = 1;
+
+/** MQTT 5 reason codes the gateway itself sends. */
+export const MqttReason = {
+  MALFORMED_PACKET: 0x81,
+  PROTOCOL_ERROR: 0x82,
+  PACKET_TOO_LARGE: 0x95,
+  KEEP_ALIVE_TIMEOUT: 0x8d,
+  RECEIVE_MAXIMUM_EXCEEDED: 0x93,
+} as const;
+
+/** A QoS ≥ 1 message on its way to a client. */
+interface Outgoing extends UnackedMessage {
+  properties?: IPublishPacket['properties'];
+}
+
+/** A QoS ≥ 1 message sent to a client and not yet acknowledged. */
+interface Inflight extends Outgoing {
+  /** `publish` until PUBACK/PUBREC; `pubrel` once PUBREL was sent (QoS 2). */
+  stage: 'publish' | 'pubrel';
+}
+
+/** The MQTT side of one client connection, kept by its gateway. */
+export class MqttSession {
+  /** Protocol level from the CONNECT; 0 before it. */
+  version: MqttVersion | 0 = 0;
+  /** Keep-alive in ms from the CONNECT; 0 = none. */
+  keepAliveMs = 0;
+  /** Bytes of a packet split over WebSocket messages. */
+  partial: Buffer | null = null;
+  private nextId = 0;
+  /** Outgoing QoS ≥ 1 messages by packet id. */
+  readonly inflight = new Map<number, Inflight>();
+  /** Outgoing QoS ≥ 1 messages waiting for a free slot (the client's receive maximum). */
+  readonly waiting: Outgoing[] = [];
+  /** Inbound QoS 2 packet ids that were forwarded and await the client's PUBREL. */
+  readonly awaitingRelease = new Set<number>();
+  /** Most unacknowledged outgoing messages the client accepts (v5 receive maximum). */
+  receiveMaximum = 65_535;
+
+  /** A free packet id for an outgoing message, or 0 when every id is in use. */
+  allocateId(): number {
+    if (this.inflight.size >= 65_535) return 0;
+    do this.nextId = (this.nextId % 65_535) + 1;
+    while (this.inflight.has(this.nextId));
+    return this.nextId;
+  }
+
+  /** What the client never acknowledged, oldest first, for the close event. */
+  unacked(): UnackedMessage[] {
+    const out: UnackedMessage[] = [];
+    for (const m of this.inflight.values()) out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
+    for (const m of this.waiting) out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
+    return out;
+  }
+}
+
+/** What the MQTT layer asks of its gateway. */
+export interface MqttHost<C> {
+  session(client: C): MqttSession;
+  /** Passes a packet's bytes to a BusinessWorker. */
+  forward(client: C, packet: Buffer): void;
+  /** Writes packet bytes to the client. */
+  write(client: C, packet: Buffer): void;
+  /** Closes the client, after `last` if given. */
+  close(client: C, reason: string, last?: Buffer): void;
+  log(message: string, client: C): void;
+}
+
+/**
+ * MQTT in a gateway: checks every packet, answers what needs no business code (PINGREQ, the QoS
+ * handshakes of messages the gateway delivers, PUBREL) and forwards the rest (CONNECT, PUBLISH,
+ * SUBSCRIBE, UNSUBSCRIBE, DISCONNECT, AUTH) to workers as raw bytes.
+ */
+export class MqttLayer<C> {
+  constructor(
+    private readonly host: MqttHost<C>,
+    private readonly maxPacketSize: number,
+  ) {}
+
+  /**
+   * Bytes from the client: one whole packet (`mqtt://`, framed by the protocol) or a WebSocket
+   * message, which may hold several packets or part of one.
+   */
+  receive(client: C, bytes: Buffer, stream: boolean): void {
+    const session = this.host.session(client);
+    if (stream) {
+      this.packet(client, session, bytes);
+      return;
+    }
+    let buffer = session.partial ? Buffer.concat([session.partial, bytes]) : bytes;
+    session.partial = null;
+    while (buffer.length > 0) {
+      const length = mqttPacketLength(buffer, this.maxPacketSize);
+      if (length < 0) {
+        this.refuse(client, session, buffer.length >= 2 && buffer[0] >> 4 !== 0 ? MqttReason.PACKET_TOO_LARGE : MqttReason.MALFORMED_PACKET, 'not an MQTT packet or larger than the limit');
+        return;
+      }
+      if (length === 0 || length > buffer.length) {
+        session.partial = Buffer.from(buffer);
+        return;
+      }
+      if (!this.packet(client, session, buffer.subarray(0, length))) return;
+      buffer = buffer.subarray(length);
+    }
+  }
+
+  /** Handles one complete packet. @returns false when the connection was closed. */
+  private packet(client: C, session: MqttSession, bytes: Buffer): boolean {
+    if (session.version === 0) {
+      if (bytes[0] >> 4 !== CONNECT) {
+        this.refuse(client, session, MqttReason.PROTOCOL_ERROR, 'the first packet must be CONNECT');
+        return false;
+      }
+      let connect: Packet;
+      try {
+        connect = decodeMqttPacket(bytes, 4);
+      } catch (error) {
+        this.refuse(client, session, MqttReason.MALFORMED_PACKET, (error as Error).message);
+        return false;
+      }
+      if (connect.cmd !== 'connect') return false;
+      session.version = connect.protocolVersion ?? 4;
+      session.keepAliveMs = (connect.keepalive ?? 0) * 1000;
+      if (connect.properties?.receiveMaximum) session.receiveMaximum = connect.properties.receiveMaximum;
+      this.host.forward(client, bytes);
+      return true;
+    }
+    let packet: Packet;
+    try {
+      packet = decodeMqttPacket(bytes, session.version);
+    } catch (error) {
+      this.refuse(client, session, MqttReason.MALFORMED_PACKET, (error as Error).message);
+      return false;
+    }
+    switch (packet.cmd) {
+      case 'connect':
+        this.refuse(client, session, MqttReason.PROTOCOL_ERROR, 'a second CONNECT');
+        return false;
+      case 'pingreq':
+        this.host.write(client, PINGRESP);
+        return true;
+      case 'puback':
+      case 'pubcomp':
+        this.acknowledged(client, session, packet.messageId ?? 0);
+        return true;
+      case 'pubrec': {
+        const id = packet.messageId ?? 0;
+        const message = session.inflight.get(id);
+        // v5: a PUBREC with an error ends the flow (the client refused the message).
+        if (message && (packet.reasonCode ?? 0) < 0x80) {
+          message.stage = 'pubrel';
+          this.host.write(client, this.encode({ cmd: 'pubrel', messageId: id }, session));
+        } else this.acknowledged(client, session, id);
+        return true;
+      }
+      case 'pubrel': {
+        const id = packet.messageId ?? 0;
+        session.awaitingRelease.delete(id);
+        this.host.write(client, this.encode({ cmd: 'pubcomp', messageId: id }, session));
+        return true;
+      }
+      case 'publish':
+        if (packet.qos === 2) {
+          const id = packet.messageId ?? 0;
+          // A resent QoS 2 message already passed on: acknowledge again, deliver once.
+          if (packet.dup && session.awaitingRelease.has(id)) {
+            this.host.write(client, this.encode({ cmd: 'pubrec', messageId: id }, session));
+            return true;
+          }
+          session.awaitingRelease.add(id);
+        }
+        this.host.forward(client, bytes);
+        return true;
+      default:
+        this.host.forward(client, bytes);
+        return true;
+    }
+  }
+
+  /**
+   * Sends a published message to a client at `qos` (already the minimum of publish and
+   * subscription). QoS 0 bytes may be shared by many clients (`shared`); QoS ≥ 1 get their own
+   * packet id and wait for the client's acknowledgement.
+   */
+  deliver(client: C, message: { topic: string; payload: Buffer; retain: boolean; properties?: IPublishPacket['properties'] }, qos: 0 | 1 | 2, shared?: Buffer): void {
+    const session = this.host.session(client);
+    if (session.version === 0) return;
+    if (qos === 0) {
+      this.host.write(client, shared ?? this.encodePublish(session, message, 0, 0));
+      return;
+    }
+    const outgoing: Outgoing = { topic: message.topic, payload: message.payload, qos, retain: message.retain, properties: message.properties };
+    if (session.inflight.size >= session.receiveMaximum || session.waiting.length > 0) {
+      session.waiting.push(outgoing);
+      return;
+    }
+    this.send(client, session, outgoing);
+  }
+
+  /** PUBLISH bytes for a client of `session`'s version. */
+  encodePublish(session: MqttSession, message: { topic: string; payload: Buffer; retain: boolean; properties?: IPublishPacket['properties'] }, qos: 0 | 1 | 2, messageId: number): Buffer {
+    const packet: IPublishPacket = { cmd: 'publish', topic: message.topic, payload: message.payload, qos, retain: message.retain, dup: false };
+    if (messageId) packet.messageId = messageId;
+    if (message.properties && session.version === 5) packet.properties = message.properties;
+    return encodeMqttPacket(packet, session.version || 4);
+  }
+
+  private send(client: C, session: MqttSession, message: Outgoing): void {
+    const id = session.allocateId();
+    if (id === 0) {
+      session.waiting.push(message);
+      return;
+    }
+    session.inflight.set(id, { ...message, stage: 'publish' });
+    this.host.write(client, this.encodePublish(session, message, message.qos, id));
+  }
+
+  private acknowledged(client: C, session: MqttSession, id: number): void {
+    if (!session.inflight.delete(id)) return;
+    while (session.waiting.length > 0 && session.inflight.size < session.receiveMaximum) {
+      this.send(client, session, session.waiting.shift() as Outgoing);
+    }
+  }
+
+  /** Closes a client for a protocol violation; MQTT 5 clients get a DISCONNECT with the reason first. */
+  private refuse(client: C, session: MqttSession, reasonCode: number, reason: string): void {
+    this.host.log(`MQTT protocol error: ${reason}`, client);
+    const last = session.version === 5 ? encodeMqttPacket({ cmd: 'disconnect', reasonCode }, 5) : undefined;
+    this.host.close(client, reason, last);
+  }
+
+  /** DISCONNECT for a keep-alive timeout (MQTT 5), or undefined. */
+  keepAliveDisconnect(session: MqttSession): Buffer | undefined {
+    return session.version === 5 ? encodeMqttPacket({ cmd: 'disconnect', reasonCode: MqttReason.KEEP_ALIVE_TIMEOUT }, 5) : undefined;
+  }
+
+  private encode(packet: Packet, session: MqttSession): Buffer {
+    return encodeMqttPacket(packet, session.version || 4);
+  }
+}
+
+const PINGRESP = Buffer.from([0xd0, 0x00]);

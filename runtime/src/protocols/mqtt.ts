@@ -1,0 +1,108 @@
+import * as mqttPacket from 'mqtt-packet';
+import type { Packet } from 'mqtt-packet';
+import type { Protocol, ProtocolConnection } from './Protocol.js';
+
+/** MQTT protocol levels: 3 = 3.1, 4 = 3.1.1, 5 = 5.0. */
+export type MqttVersion = 3 | 4 | 5;
+
+/** Largest remaining length the MQTT varint can express (268,435,455 bytes). */
+const MAX_REMAINING_LENGTH = 268_435_455;
+
+/**
+ * Measures the MQTT packet at the start of `buffer`: fixed header byte, remaining length (a
+ * 1–4 byte varint), then the rest.
+ * @returns the packet's total length (possibly more than `buffer.length`), 0 when the length is
+ * not complete yet, -1 when the bytes can never form a packet (a fifth length byte, type 0) or
+ * the packet is larger than `maxPacketSize`.
+ */
+export function mqttPacketLength(buffer: Buffer, maxPacketSize = MAX_REMAINING_LENGTH): number {
+  if (buffer.length < 2) return 0;
+  // Packet type 0 is reserved: whatever this is, it is not MQTT.
+  if (buffer[0] >> 4 === 0) return -1;
+  let remaining = 0;
+  let multiplier = 1;
+  for (let i = 1; i <= 4; i++) {
+    if (i >= buffer.length) return 0;
+    const byte = buffer[i];
+    remaining += (byte & 0x7f) * multiplier;
+    if ((byte & 0x80) === 0) {
+      const total = 1 + i + remaining;
+      return total > maxPacketSize ? -1 : total;
+    }
+    multiplier *= 128;
+  }
+  return -1;
+}
+
+/** One parser per protocol level, reused: a packet handed to it is always complete. */
+const parsers = new Map<MqttVersion, { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null }>();
+
+function parserFor(version: MqttVersion): { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null } {
+  let entry = parsers.get(version);
+  if (!entry) {
+    const parser = mqttPacket.parser({ protocolVersion: version });
+    const fresh: { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null } = { parser, packet: null, error: null };
+    parser.on('packet', (packet: Packet) => {
+      fresh.packet = packet;
+    });
+    parser.on('error', (error: Error) => {
+      fresh.error = error;
+    });
+    parsers.set(version, fresh);
+    entry = fresh;
+  }
+  return entry;
+}
+
+/**
+ * Decodes exactly one complete MQTT packet (as a gateway forwards it to workers).
+ * A CONNECT decodes with any `version`: it carries its own protocol level.
+ * @throws Error when the bytes are not one valid packet of that version.
+ */
+export function decodeMqttPacket(bytes: Buffer, version: MqttVersion = 4): Packet {
+  const entry = parserFor(version);
+  entry.packet = null;
+  entry.error = null;
+  const left = entry.parser.parse(bytes);
+  // Set by the parser's listeners during parse(); TypeScript cannot see that.
+  const packet = entry.packet as Packet | null;
+  const error = entry.error as Error | null;
+  entry.packet = null;
+  entry.error = null;
+  if (error) {
+    parsers.delete(version);
+    throw new Error(`malformed MQTT packet: ${error.message}`);
+  }
+  if (!packet || left !== 0) {
+    // A parser left mid-packet must not see the next caller's bytes.
+    parsers.delete(version);
+    throw new Error(packet ? 'malformed MQTT packet: bytes after the packet' : 'malformed MQTT packet: incomplete');
+  }
+  return packet;
+}
+
+/** Encodes an MQTT packet for a client of protocol level `version`. @throws Error for an invalid packet. */
+export function encodeMqttPacket(packet: Packet, version: MqttVersion = 4): Buffer {
+  return mqttPacket.generate(packet, { protocolVersion: version });
+}
+
+/**
+ * MQTT over a byte stream (`mqtt://`, `mqtts://`): a package is one whole MQTT packet, passed on as
+ * its bytes. Messages sent are bytes already encoded (`encodeMqttPacket`) or packet objects.
+ * A Gateway on this protocol does the rest of MQTT (CONNECT, keep-alive, QoS handshakes).
+ */
+export const mqtt: Protocol<Buffer, undefined> = {
+  name: 'mqtt',
+  input(buffer: Buffer, conn: ProtocolConnection<undefined>): number {
+    return mqttPacketLength(buffer, conn.maxPackageSize);
+  },
+  decode(packet: Buffer): Buffer {
+    return packet;
+  },
+  encode(message: unknown): Buffer {
+    if (Buffer.isBuffer(message)) return message;
+    if (message instanceof Uint8Array) return Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+    if (typeof message === 'object' && message !== null && 'cmd' in message) return encodeMqttPacket(message as Packet, 4);
+    throw new TypeError('an MQTT connection sends encoded packets (Buffer) or packet objects');
+  },
+};
