@@ -8,8 +8,9 @@ import { relative, resolve, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CliError, formatError } from './errors.js';
 import { DEFAULT_APP, DEFAULT_DIR, DEFAULT_TEMPLATE, appNameProblem, ask, confirmOverwrite, dirProblem } from './prompts.js';
-import { TEMPLATES_DIR, getTemplate } from './templates.js';
-import { createPlop, envPrefixOf, freePortsFor, isProject, projectNameOf, renderData, runActions } from './generators.js';
+import { getTemplate } from './templates.js';
+import { createPlop, envPrefixOf, freePortsFor, isProject, projectNameOf, renderData, runActions, sharedFoldersFor, stagePackageAdditions } from './generators.js';
+import { keptWarning } from './package.js';
 import { checkWritable, commitPaths, commitProject, discard, isEmptyDir, makeStaging } from './target.js';
 import { detectPackageManager, install, parsePackageManager, runScript } from './pm.js';
 
@@ -99,6 +100,9 @@ function checkFlags(flags) {
 
 /** @param {string} line */
 const say = (line = '') => process.stdout.write(`${line}\n`);
+
+/** One line on stderr that does not stop the run. @param {string} line */
+const warn = (line) => process.stderr.write(`create-gatewayworker-app: ${line}\n`);
 
 /**
  * Renders a template's "open this" URL with its ports.
@@ -192,14 +196,18 @@ async function addApp(flags, positionals) {
   previewNotice(template);
   const ports = freePortsFor(project, info.ports);
   const envPrefix = envPrefixOf(appName);
-  // A project without a web/ gets the template's page too.
-  const withWeb = existsSync(join(TEMPLATES_DIR, template, 'web')) && !existsSync(join(project, 'web'));
-  const data = { ...renderData({ appName, projectName: projectNameOf(project), template, ports, envPrefix }), withWeb };
+  // A project without a web/ (scripts/) gets the template's page (scripts) too.
+  const shared = sharedFoldersFor(template, project);
+  const data = { ...renderData({ appName, projectName: projectNameOf(project), template, ports, envPrefix }), shared };
   const staging = await makeStaging(project);
+  /** @type {ReturnType<typeof stagePackageAdditions>} */
+  let pkgChange;
   try {
     const plop = await createPlop(staging);
     await runActions(plop.getGenerator('app'), data);
-    await commitPaths(staging, project, [join('Applications', appName), ...(withWeb ? ['web'] : [])]);
+    pkgChange = stagePackageAdditions(plop, staging, project, data);
+    const pkgPaths = pkgChange.added.length > 0 ? ['package.json'] : [];
+    await commitPaths(staging, project, [join('Applications', appName), ...shared, ...pkgPaths]);
   } catch (err) {
     await discard(staging);
     throw err;
@@ -208,6 +216,12 @@ async function addApp(flags, positionals) {
   say(`Added Applications/${appName} (${template}) to ${project}.`);
   say(`Its settings use the ${envPrefix} prefix: ${envPrefix}REGISTER_ADDRESS, ${envPrefix}START_PORT, … ; default ports: ${Object.entries(ports).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
   say('start.ts starts it together with the other apps.');
+  for (const kept of pkgChange.kept) warn(keptWarning(kept, template));
+  if (pkgChange.added.length > 0) {
+    const pm = flags['package-manager'] ? parsePackageManager(flags['package-manager']) : detectPackageManager();
+    const newDependencies = pkgChange.added.some((key) => !key.startsWith('scripts.'));
+    say(`Added to package.json: ${pkgChange.added.join(', ')}${newDependencies ? `; run "${pm} install"` : ''}.`);
+  }
 }
 
 /**

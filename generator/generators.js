@@ -4,12 +4,13 @@
  * Applications/<App>/ to an existing project. Both render the files of templates/ with handlebars;
  * this module also works out the data they are rendered with (names, ports, dependency versions).
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import nodePlop from 'node-plop';
 import { CliError } from './errors.js';
-import { TEMPLATES_DIR } from './templates.js';
+import { addToPackage, isEmpty, mergePackage, renderAdditions, stringifyLike } from './package.js';
+import { TEMPLATES_DIR, getTemplate } from './templates.js';
 
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -47,6 +48,7 @@ function toolVersions() {
     typesNode: pick('@types/node', '^20.19.0'),
     ws: pick('ws', '^8.18.0'),
     typesWs: pick('@types/ws', '^8.18.0'),
+    mqtt: pick('mqtt', '^5.10.0'),
   };
 }
 
@@ -72,22 +74,33 @@ export function envPrefixOf(appName) {
 }
 
 /**
+ * Every number of 3 to 5 digits in the .ts files directly in each Applications/<App>/ (start
+ * files, config.ts, …; not subfolders): the ports the existing apps may use.
+ * @param {string} project
+ * @returns {Set<number>}
+ */
+function numbersInApps(project) {
+  const used = new Set();
+  const appsDir = join(project, 'Applications');
+  for (const app of readdirSync(appsDir, { withFileTypes: true })) {
+    if (!app.isDirectory()) continue;
+    for (const file of readdirSync(join(appsDir, app.name), { withFileTypes: true })) {
+      if (!file.isFile() || !file.name.endsWith('.ts')) continue;
+      for (const m of readFileSync(join(appsDir, app.name, file.name), 'utf8').matchAll(/\b\d{3,5}\b/g)) used.add(Number(m[0]));
+    }
+  }
+  return used;
+}
+
+/**
  * Default ports for an app added to a project: the template's, moved past every port number the
- * existing apps' start files mention, so the apps can run side by side.
+ * existing apps' files mention (see numbersInApps), so the apps can run side by side.
  * @param {string} project
  * @param {Record<string, number>} defaults
  * @returns {Record<string, number>}
  */
 export function freePortsFor(project, defaults) {
-  const used = new Set();
-  const appsDir = join(project, 'Applications');
-  for (const app of readdirSync(appsDir, { withFileTypes: true })) {
-    if (!app.isDirectory()) continue;
-    for (const file of readdirSync(join(appsDir, app.name))) {
-      if (!/^start_.+\.ts$/.test(file)) continue;
-      for (const m of readFileSync(join(appsDir, app.name, file), 'utf8').matchAll(/\b\d{3,5}\b/g)) used.add(Number(m[0]));
-    }
-  }
+  const used = numbersInApps(project);
   /** @type {Record<string, number>} */
   const ports = {};
   for (const [key, port] of Object.entries(defaults)) {
@@ -124,6 +137,33 @@ export function renderData({ appName, projectName, template, ports, envPrefix = 
 }
 
 /**
+ * The template's package.json additions (template.json's `package`), rendered with `data`.
+ * @param {any} plop
+ * @param {RenderData} data
+ */
+function templateAdditions(plop, data) {
+  return renderAdditions(getTemplate(data.template).package, (text) => plop.renderString(text, data), data.template);
+}
+
+/**
+ * For `add`: puts the template's package.json additions into a copy of the project's package.json
+ * in `staging`, without changing what the project has. Writes nothing when there is nothing new.
+ * @param {any} plop
+ * @param {string} staging
+ * @param {string} project
+ * @param {RenderData} data
+ * @returns {{ added: string[], kept: import('./package.js').KeptKey[] }}
+ */
+export function stagePackageAdditions(plop, staging, project, data) {
+  const additions = templateAdditions(plop, data);
+  if (isEmpty(additions)) return { added: [], kept: [] };
+  const text = readFileSync(join(project, 'package.json'), 'utf8');
+  const { pkg, added, kept } = addToPackage(JSON.parse(text), additions);
+  if (added.length > 0) writeFileSync(join(staging, 'package.json'), stringifyLike(pkg, text));
+  return { added, kept };
+}
+
+/**
  * A node-plop instance writing under `destBasePath`, with both generators.
  * @param {string} destBasePath
  * @param {(inquirer: any) => Promise<object>} [prompts] asks for missing answers (interactive runs)
@@ -145,6 +185,16 @@ export async function createPlop(destBasePath, prompts = async () => ({})) {
     verbose: false,
   });
 
+  /** Action: the template's package.json additions over the package.json written from base/. */
+  const mergeTemplatePackage = (/** @type {any} */ data) => {
+    const additions = templateAdditions(plop, data);
+    if (isEmpty(additions)) return 'package.json: nothing to add';
+    const file = join(destBasePath, 'package.json');
+    const text = readFileSync(file, 'utf8');
+    writeFileSync(file, stringifyLike(mergePackage(JSON.parse(text), additions), text));
+    return file;
+  };
+
   plop.setGenerator('project', {
     description: 'a new gatewayworker project',
     prompts,
@@ -156,6 +206,7 @@ export async function createPlop(destBasePath, prompts = async () => ({})) {
         { type: 'add', path: '.gitignore', templateFile: 'base/_gitignore' },
         addMany(t, '.', [`${t}/app/**`, `${t}/template.json`]),
         addMany(`${t}/app`, 'Applications/{{appName}}'),
+        mergeTemplatePackage,
       ];
     },
   });
@@ -164,8 +215,8 @@ export async function createPlop(destBasePath, prompts = async () => ({})) {
     description: 'another app in Applications/ of an existing project',
     prompts,
     actions: (data) => {
-      const { template: t, withWeb } = /** @type {RenderData & { withWeb: boolean }} */ (data);
-      return [addMany(`${t}/app`, 'Applications/{{appName}}'), ...(withWeb ? [addMany(`${t}/web`, 'web')] : [])];
+      const { template: t, shared } = /** @type {RenderData & { shared: string[] }} */ (data);
+      return [addMany(`${t}/app`, 'Applications/{{appName}}'), ...shared.map((folder) => addMany(`${t}/${folder}`, folder))];
     },
   });
 
@@ -183,6 +234,17 @@ export async function runActions(generator, data) {
     const first = failures[0];
     throw new CliError('ERR_GENERATE', `could not write ${first.path || first.type}: ${String(first.error).split('\n')[0]}`);
   }
+}
+
+/**
+ * Folders of a template's root an added app brings along when the project has none yet: its page
+ * (web/) and the files its package.json scripts run (scripts/).
+ * @param {string} template
+ * @param {string} project
+ * @returns {string[]}
+ */
+export function sharedFoldersFor(template, project) {
+  return ['web', 'scripts'].filter((folder) => existsSync(join(TEMPLATES_DIR, template, folder)) && !existsSync(join(project, folder)));
 }
 
 /** Whether `dir` holds a gatewayworker project. @param {string} dir */

@@ -1,11 +1,18 @@
 // @ts-check
 /** The templates in templates/: each folder with a template.json is one. */
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CliError } from './errors.js';
+import { renderAdditions } from './package.js';
 
-export const TEMPLATES_DIR = fileURLToPath(new URL('../templates/', import.meta.url));
+/**
+ * The folder of templates: templates/ of this package. GATEWAYWORKER_TEMPLATES_DIR replaces it
+ * (tests point it at fixture templates); that folder needs a base/ as well.
+ */
+export const TEMPLATES_DIR = process.env.GATEWAYWORKER_TEMPLATES_DIR
+  ? resolve(process.env.GATEWAYWORKER_TEMPLATES_DIR)
+  : fileURLToPath(new URL('../templates/', import.meta.url));
 
 /**
  * @typedef {object} TemplateInfo
@@ -14,6 +21,7 @@ export const TEMPLATES_DIR = fileURLToPath(new URL('../templates/', import.meta.
  * @property {boolean} preview true while the template is only a skeleton
  * @property {Record<string, number>} ports default ports, the handlebars names used in its files
  * @property {string} url what to open once it runs (handlebars, e.g. http://localhost:{{gatewayPort}})
+ * @property {unknown} [package] what it adds to package.json (see package.js)
  */
 
 /** @returns {TemplateInfo[]} the default (chat) first */
@@ -33,5 +41,7 @@ export function getTemplate(name) {
   const all = listTemplates();
   const found = all.find((t) => t.name === name);
   if (!found) throw new CliError('ERR_TEMPLATE', `unknown template "${name}" (use ${all.map((t) => t.name).join(', ')})`);
+  // A malformed "package" field fails here, before anything is written.
+  renderAdditions(found.package, (text) => text, name);
   return found;
 }

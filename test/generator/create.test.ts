@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
-import { ROOT, files, run, snapshot, tempDir } from './helpers.ts';
+import { ROOT, files, fixtureTemplates, run, snapshot, tempDir } from './helpers.ts';
 
 const APP_FILES = ['Events.ts', 'start_businessworker.ts', 'start_gateway.ts', 'start_register.ts'];
 
@@ -82,18 +82,35 @@ t.test('stdin not a terminal asks nothing', async (t) => {
   t.ok(existsSync(join(cwd, 'app/start.ts')));
 });
 
-t.test('mqtt-hub (a preview) and game-room generate; only the preview says so', async (t) => {
+t.test('mqtt-hub and game-room generate', async (t) => {
   for (const [template, port] of [['mqtt-hub', 'MQTT_PORT ?? 1883'], ['game-room', 'GATEWAY_PORT ?? 7273']]) {
     const cwd = tempDir(t);
     const r = run(['app', '--template', template, '--yes', '--skip-install'], cwd);
     t.equal(r.code, 0, r.stderr);
-    if (template === 'mqtt-hub') t.match(r.stdout, `template ${template} is a preview`);
-    else t.notMatch(r.stdout, 'is a preview', `${template} is a full template`);
+    if (template === 'game-room') t.notMatch(r.stdout, 'is a preview', `${template} is a full template`);
     const dir = join(cwd, 'app');
     for (const f of APP_FILES) t.ok(existsSync(join(dir, 'Applications/YourApp', f)), `${template}: ${f}`);
     t.ok(existsSync(join(dir, 'README.md')));
     t.match(readFileSync(join(dir, 'Applications/YourApp/start_gateway.ts'), 'utf8'), port);
   }
+});
+
+t.test('a template marked preview says so, one without the mark does not', async (t) => {
+  const templates = fixtureTemplates(t, {
+    sketch: { json: { description: 'a sketch', preview: true, ports: { gatewayPort: 7400, registerPort: 1236, startPort: 2900 }, url: 'http://localhost:{{gatewayPort}}' } },
+  });
+  const cwd = tempDir(t);
+  const env = { GATEWAYWORKER_TEMPLATES_DIR: templates };
+  const sketch = run(['a', '--template', 'sketch', '--yes', '--skip-install'], cwd, env);
+  t.equal(sketch.code, 0, sketch.stderr);
+  t.match(sketch.stdout, 'Note: template sketch is a preview');
+  t.match(sketch.stdout, 'http://localhost:7400');
+  const chat = run(['b', '--template', 'chat', '--yes', '--skip-install'], cwd, env);
+  t.equal(chat.code, 0, chat.stderr);
+  t.notMatch(chat.stdout, 'is a preview');
+  const added = run(['add', 'Sketch', '--template', 'sketch', '--yes'], join(cwd, 'b'), env);
+  t.equal(added.code, 0, added.stderr);
+  t.match(added.stdout, 'Note: template sketch is a preview');
 });
 
 t.test('--overwrite replaces a non-empty directory but keeps .git', async (t) => {

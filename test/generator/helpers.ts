@@ -1,6 +1,6 @@
 /** Runs the generator CLI as a child process, the way a person (or CI) would. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,4 +53,28 @@ export function snapshot(dir: string): Record<string, string> {
 /** Files of a generated project, relative paths, sorted. */
 export function files(dir: string): string[] {
   return Object.keys(snapshot(dir)).filter((p) => !p.endsWith('/')).sort();
+}
+
+/** A fixture template: its template.json, and files written over a copy of templates/chat. */
+export interface FixtureTemplate {
+  json: Record<string, unknown>;
+  files?: Record<string, string>;
+}
+
+/**
+ * A templates folder for GATEWAYWORKER_TEMPLATES_DIR: copies of templates/base and templates/chat,
+ * plus the given templates (each a copy of chat with its own template.json and extra files).
+ */
+export function fixtureTemplates(t: { teardown(fn: () => void): void }, templates: Record<string, FixtureTemplate>): string {
+  const dir = tempDir(t);
+  for (const name of ['base', 'chat']) cpSync(join(ROOT, 'templates', name), join(dir, name), { recursive: true });
+  for (const [name, { json, files = {} }] of Object.entries(templates)) {
+    cpSync(join(ROOT, 'templates/chat'), join(dir, name), { recursive: true });
+    writeFileSync(join(dir, name, 'template.json'), JSON.stringify(json, null, 2));
+    for (const [path, content] of Object.entries(files)) {
+      mkdirSync(join(dir, name, path, '..'), { recursive: true });
+      writeFileSync(join(dir, name, path), content);
+    }
+  }
+  return dir;
 }
