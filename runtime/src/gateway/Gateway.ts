@@ -25,7 +25,9 @@ import { Timer } from '../worker/Timer.js';
 import { Worker, type WorkerOptions } from '../worker/Worker.js';
 import { ClientTable, deepMerge, type Client } from './clients.js';
 import { GatewayQueries } from './queries.js';
-import { MqttLayer, MqttSession } from './mqtt.js';
+import { MqttLayer, MqttReason, MqttSession } from './mqtt.js';
+import { encodeMqttPacket } from '../protocols/mqtt.js';
+import { ErrorCode } from '../protocols/errors.js';
 import { staticFiles } from './static.js';
 import { Subscriptions } from './subscriptions.js';
 import { WorkerPool, type Router } from './WorkerPool.js';
@@ -126,6 +128,20 @@ export class Gateway extends Worker {
     this.onWebSocketConnect = (conn, request) => this.clientUpgraded(conn, request);
     this.onMessage = (conn, data, binary) => this.clientMessage(conn, data, binary);
     this.onClose = (conn) => this.clientClosed(conn);
+    this.onError = (conn, code, message) => this.clientError(conn, code, message);
+  }
+
+  /** A transport error (the connection is being dropped): an MQTT 5 client whose packet was too large is told why first. */
+  private clientError(conn: Connection, code: ErrorCode, message: string): void {
+    const session = this.clients.get(conn.id)?.mqtt;
+    if (code === ErrorCode.PACKAGE_TOO_LARGE && session?.version === 5) {
+      if (this.corked.delete(conn)) conn.uncork();
+      conn.send(encodeMqttPacket({ cmd: 'disconnect', reasonCode: MqttReason.PACKET_TOO_LARGE }, 5), true);
+    }
+    // Resets, timeouts and full buffers are ordinary on the Internet; bad input deserves a line.
+    const fields = { client: this.clients.get(conn.id)?.id ?? conn.id, code };
+    if (code === ErrorCode.SOCKET_ERROR || code === ErrorCode.SEND_FAIL) log.debug(message, fields);
+    else log.info(`closing connection: ${message}`, fields);
   }
 
   /** The internal address of this process (`lanIp:port`), set once it started. */

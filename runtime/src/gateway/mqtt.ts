@@ -42,6 +42,8 @@ export class MqttSession {
   readonly awaitingRelease = new Set<number>();
   /** Most unacknowledged outgoing messages the client accepts (v5 receive maximum). */
   receiveMaximum = 65_535;
+  /** Messages dropped because `waiting` was full. */
+  dropped = 0;
 
   /** A free packet id for an outgoing message, or 0 when every id is in use. */
   allocateId(): number {
@@ -54,7 +56,8 @@ export class MqttSession {
   /** What the client never acknowledged, oldest first, for the close event. */
   unacked(): UnackedMessage[] {
     const out: UnackedMessage[] = [];
-    for (const m of this.inflight.values()) out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
+    // A QoS 2 message the client answered with PUBREC is received: resending it as a new PUBLISH would deliver it twice.
+    for (const m of this.inflight.values()) if (m.stage === 'publish') out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
     for (const m of this.waiting) out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
     return out;
   }
@@ -169,7 +172,7 @@ export class MqttLayer<C> {
         if (packet.qos === 2) {
           const id = packet.messageId ?? 0;
           // A resent QoS 2 message already passed on: acknowledge again, deliver once.
-          if (packet.dup && session.awaitingRelease.has(id)) {
+          if (session.awaitingRelease.has(id)) {
             this.host.write(client, this.encode({ cmd: 'pubrec', messageId: id }, session));
             return true;
           }
@@ -197,6 +200,11 @@ export class MqttLayer<C> {
     }
     const outgoing: Outgoing = { topic: message.topic, payload: message.payload, qos, retain: message.retain, properties: message.properties };
     if (session.inflight.size >= session.receiveMaximum || session.waiting.length > 0) {
+      // A client that stops acknowledging must not grow the gateway without bound.
+      if (session.waiting.length >= MAX_WAITING) {
+        if (session.dropped++ === 0) this.host.log(`client stopped acknowledging: QoS ${qos} messages beyond ${MAX_WAITING} queued are dropped`, client);
+        return;
+      }
       session.waiting.push(outgoing);
       return;
     }
@@ -246,3 +254,6 @@ export class MqttLayer<C> {
 }
 
 const PINGRESP = Buffer.from([0xd0, 0x00]);
+
+/** QoS ≥ 1 messages queued per client beyond its receive maximum before new ones are dropped. */
+const MAX_WAITING = 10_000;

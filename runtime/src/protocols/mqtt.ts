@@ -15,7 +15,7 @@ const MAX_REMAINING_LENGTH = 268_435_455;
  * not complete yet, -1 when the bytes can never form a packet (a fifth length byte, type 0) or
  * the packet is larger than `maxPacketSize`.
  */
-export function mqttPacketLength(buffer: Buffer, maxPacketSize = MAX_REMAINING_LENGTH): number {
+export function mqttPacketLength(buffer: Buffer, maxPacketSize = MAX_REMAINING_LENGTH + 5): number {
   if (buffer.length < 2) return 0;
   // Packet type 0 is reserved: whatever this is, it is not MQTT.
   if (buffer[0] >> 4 === 0) return -1;
@@ -35,18 +35,20 @@ export function mqttPacketLength(buffer: Buffer, maxPacketSize = MAX_REMAINING_L
 }
 
 /** One parser per protocol level, reused: a packet handed to it is always complete. */
-const parsers = new Map<MqttVersion, { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null }>();
+interface CachedParser {
+  parser: mqttPacket.Parser;
+  packets: Packet[];
+  error: Error | null;
+}
+const parsers = new Map<MqttVersion, CachedParser>();
 
-function parserFor(version: MqttVersion): { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null } {
+function parserFor(version: MqttVersion): CachedParser {
   let entry = parsers.get(version);
   if (!entry) {
-    const parser = mqttPacket.parser({ protocolVersion: version });
-    const fresh: { parser: mqttPacket.Parser; packet: Packet | null; error: Error | null } = { parser, packet: null, error: null };
-    parser.on('packet', (packet: Packet) => {
-      fresh.packet = packet;
-    });
-    parser.on('error', (error: Error) => {
-      fresh.error = error;
+    const fresh: CachedParser = { parser: mqttPacket.parser({ protocolVersion: version }), packets: [], error: null };
+    fresh.parser.on('packet', (packet: Packet) => void fresh.packets.push(packet));
+    fresh.parser.on('error', (error: Error) => {
+      fresh.error ??= error;
     });
     parsers.set(version, fresh);
     entry = fresh;
@@ -61,24 +63,26 @@ function parserFor(version: MqttVersion): { parser: mqttPacket.Parser; packet: P
  */
 export function decodeMqttPacket(bytes: Buffer, version: MqttVersion = 4): Packet {
   const entry = parserFor(version);
-  entry.packet = null;
+  entry.packets = [];
   entry.error = null;
-  const left = entry.parser.parse(bytes);
-  // Set by the parser's listeners during parse(); TypeScript cannot see that.
-  const packet = entry.packet as Packet | null;
+  let left: number;
+  try {
+    left = entry.parser.parse(bytes);
+  } catch (error) {
+    parsers.delete(version);
+    throw new Error(`malformed MQTT packet: ${(error as Error).message}`);
+  }
+  const packets = entry.packets;
   const error = entry.error as Error | null;
-  entry.packet = null;
+  entry.packets = [];
   entry.error = null;
-  if (error) {
-    parsers.delete(version);
-    throw new Error(`malformed MQTT packet: ${error.message}`);
-  }
-  if (!packet || left !== 0) {
-    // A parser left mid-packet must not see the next caller's bytes.
-    parsers.delete(version);
-    throw new Error(packet ? 'malformed MQTT packet: bytes after the packet' : 'malformed MQTT packet: incomplete');
-  }
-  return packet;
+  // A parser left mid-packet must not see the next caller's bytes, and mqtt-packet's parser adopts
+  // a CONNECT's protocol level for every packet after it: neither is reused.
+  if (error || packets.length !== 1 || left !== 0 || packets[0].cmd === 'connect') parsers.delete(version);
+  if (error) throw new Error(`malformed MQTT packet: ${error.message}`);
+  if (packets.length === 0 || left !== 0) throw new Error('malformed MQTT packet: incomplete');
+  if (packets.length > 1) throw new Error('malformed MQTT packet: bytes after the packet');
+  return packets[0];
 }
 
 /** Encodes an MQTT packet for a client of protocol level `version`. @throws Error for an invalid packet. */
@@ -91,12 +95,17 @@ export function encodeMqttPacket(packet: Packet, version: MqttVersion = 4): Buff
  * its bytes. Messages sent are bytes already encoded (`encodeMqttPacket`) or packet objects.
  * A Gateway on this protocol does the rest of MQTT (CONNECT, keep-alive, QoS handshakes).
  */
-export const mqtt: Protocol<Buffer, undefined> = {
+export const mqtt: Protocol<Buffer, MqttStreamState> = {
   name: 'mqtt',
-  input(buffer: Buffer, conn: ProtocolConnection<undefined>): number {
-    return mqttPacketLength(buffer, conn.maxPackageSize);
+  input(buffer: Buffer, conn: ProtocolConnection<MqttStreamState>): number {
+    // Anything but a CONNECT first is refused on its first byte (an HTTP request, a TLS hello…),
+    // not after waiting for a "packet" it only seems to announce.
+    if (!conn.protocolState.connected && buffer.length > 0 && buffer[0] !== 0x10) return -1;
+    // The size limit is the stream's (it reports PACKAGE_TOO_LARGE, which the gateway tells MQTT 5 clients).
+    return mqttPacketLength(buffer);
   },
-  decode(packet: Buffer): Buffer {
+  decode(packet: Buffer, conn: ProtocolConnection<MqttStreamState>): Buffer {
+    conn.protocolState.connected = true;
     return packet;
   },
   encode(message: unknown): Buffer {
@@ -105,4 +114,13 @@ export const mqtt: Protocol<Buffer, undefined> = {
     if (typeof message === 'object' && message !== null && 'cmd' in message) return encodeMqttPacket(message as Packet, 4);
     throw new TypeError('an MQTT connection sends encoded packets (Buffer) or packet objects');
   },
+  createState: () => ({ connected: false }),
+  exportState: (state) => ({ connected: state.connected }),
+  importState: (data) => ({ connected: (data as MqttStreamState | null)?.connected === true }),
 };
+
+/** Per-connection state of the `mqtt` stream protocol. */
+export interface MqttStreamState {
+  /** The first packet (which must be a CONNECT) has arrived. */
+  connected: boolean;
+}

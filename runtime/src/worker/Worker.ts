@@ -470,7 +470,9 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
         },
       },
       {
-        maxPayload: this.limits.maxPackageSize,
+        // MQTT over WebSocket: the MQTT layer enforces the packet limit (and tells v5 clients, 0x95);
+        // a message may also carry several packets.
+        maxPayload: this.framing.protocol?.name === 'mqtt' ? this.limits.maxPackageSize * 2 + 1024 : this.limits.maxPackageSize,
         handshakeTimeout: this.handshakeTimeoutMs(),
         perMessageDeflate: this.options.perMessageDeflate ?? false,
       },
