@@ -46,6 +46,8 @@ interface Tracked {
   version: number;
   info: ClientInfo;
   unacked?: readonly UnackedMessage[];
+  /** Changes written back that the gateway may not have applied yet, with the version they make. */
+  pending: { version: number; set: Session; unset: string[] } | null;
   /** Handlers of one client run one after another, in arrival order. */
   chain: Promise<void>;
 }
@@ -178,7 +180,7 @@ export class BusinessWorker extends Worker {
   private trackClient(id: string, gateway: GatewayLink, event: ClientEvent): Tracked {
     let client = this.clients.get(id);
     if (!client) {
-      client = { id, gateway, counter: event.counter, ctx: null, touched: false, session: {}, sessionJson: 'null', version: -1, info: {}, chain: Promise.resolve() };
+      client = { id, gateway, counter: event.counter, ctx: null, touched: false, session: {}, sessionJson: 'null', version: -1, info: {}, pending: null, chain: Promise.resolve() };
       this.clients.set(id, client);
     }
     if (event.session) {
@@ -187,13 +189,22 @@ export class BusinessWorker extends Worker {
       // A handler of this client may still be running with changes not yet written back: they
       // stay on top of the newer copy, in the same object the handler holds.
       const { set, unset } = sessionChanges(client.session, client.sessionJson);
+      // A copy the gateway sent before it applied this worker's last write-back lacks those
+      // changes (someone else changed the session meanwhile); the gateway will merge them, so
+      // they stay in this worker's view too. A later copy already has them.
+      const pending = client.pending;
+      const stale = pending !== null && ((event.session.version - pending.version) | 0) <= 0;
+      if (stale) {
+        Object.assign(incoming, pending.set);
+        for (const key of pending.unset) delete incoming[key];
+      } else client.pending = null;
       const live = client.session;
       for (const key of Object.keys(live)) delete live[key];
       Object.assign(live, incoming, set);
       for (const key of unset) delete live[key];
-      client.sessionJson = JSON.stringify(envelope?.session ?? null);
+      client.sessionJson = stale ? JSON.stringify(incoming) : JSON.stringify(envelope?.session ?? null);
       client.info = envelope?.info ?? client.info;
-      client.version = event.session.version;
+      client.version = stale && pending ? pending.version : event.session.version;
     }
     return client;
   }
@@ -228,6 +239,11 @@ export class BusinessWorker extends Worker {
     );
     client.sessionJson = json;
     client.version = (client.version + 1) >>> 0;
+    const pending = client.pending;
+    const pendingSet = { ...pending?.set, ...set };
+    for (const key of unset) delete pendingSet[key];
+    const pendingUnset = new Set([...(pending?.unset ?? []).filter((key) => !(key in set)), ...unset]);
+    client.pending = { version: client.version, set: pendingSet, unset: [...pendingUnset] };
   }
 
   /** Calls one of the app's callbacks; a throw is logged with the client id and goes no further. */
