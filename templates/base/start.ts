@@ -2,18 +2,20 @@
  * Starts every role of every app in Applications/: `tsx start.ts start|stop|restart|reload|status|connections [-d]`.
  *
  * Each Applications/<App>/start_*.ts defines its Workers when imported; this file imports them all
- * (Register first, then Gateways, then BusinessWorkers, so a role's dependencies are defined before
- * it) and hands control to the runtime's CLI.
+ * (Register first, then Gateways, then any other role, then BusinessWorkers, so a role's
+ * dependencies are defined before it) and hands control to the runtime's CLI.
  */
 import { readdirSync } from 'node:fs';
 import { Worker } from 'gatewayworker';
 
-/** Files a role is defined in, in start order; any other start_*.ts comes after them. */
-const ROLE_ORDER = ['start_register.ts', 'start_gateway.ts', 'start_businessworker.ts'];
+/** Files a role is defined in, in start order; any other start_*.ts (a store, say) comes between them and the BusinessWorkers, which use everything else. */
+const ROLE_ORDER = ['start_register.ts', 'start_gateway.ts'];
+const LAST = 'start_businessworker.ts';
 
 const appsDir = new URL('./Applications/', import.meta.url);
 
 const rank = (file: string) => {
+  if (file === LAST) return ROLE_ORDER.length + 1;
   const i = ROLE_ORDER.indexOf(file);
   return i === -1 ? ROLE_ORDER.length : i;
 };

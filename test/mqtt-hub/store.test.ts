@@ -1,0 +1,459 @@
+/**
+ * The MQTT hub's store (templates/mqtt-hub/app/store/): the in-memory model with a fake clock,
+ * its file, and the store process driven through StoreClient (started with tsx, killed at the end).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { topicMatches } from 'gatewayworker';
+import { freePort } from '../e2e/helpers.ts';
+import { registerTeardown, sleep, startApp, waitFor, type App } from '../helpers/app.ts';
+import { HUB_CORE_FILES, renderHub } from './render.ts';
+
+type StateModule = typeof import('../../templates/mqtt-hub/app/store/state.ts');
+type ClientModule = typeof import('../../templates/mqtt-hub/app/store/client.ts');
+type StoredMessage = import('../../templates/mqtt-hub/app/store/state.ts').StoredMessage;
+
+const hub = renderHub(t, HUB_CORE_FILES);
+const { StoreState, StoreFile, encodeJson, decodeJson } = await hub.load<StateModule>('Applications/Hub/store/state.ts');
+const { StoreClient, StoreError } = await hub.load<ClientModule>('Applications/Hub/store/client.ts');
+
+const msg = (topic: string, payload: string, qos: 0 | 1 | 2 = 1, extra: Partial<StoredMessage> = {}): StoredMessage => ({
+  topic,
+  payload: Buffer.from(payload),
+  qos,
+  ...extra,
+});
+const texts = (messages: StoredMessage[]): string[] => messages.map((m) => `${m.topic}=${m.payload.toString()}`).sort();
+
+/** A state with a clock the test moves. */
+function model(limits: { maxQueuedPerSession?: number; maxRetained?: number } = {}) {
+  const clock = { now: 1_700_000_000_000 };
+  const state = new StoreState({ maxQueuedPerSession: limits.maxQueuedPerSession ?? 100, maxRetained: limits.maxRetained ?? 100, now: () => clock.now });
+  return { state, clock };
+}
+
+t.test('retained messages: set, replace, clear, match', async (t) => {
+  const { state } = model();
+  for (const topic of ['a', 'a/b', 'a/b/c', 'a//c', '/x', 'x/y', '$SYS/load', '$SYS/a/b']) state.setRetained(msg(topic, topic));
+  t.equal(state.retainedCount, 8);
+  t.same(texts(state.retainedFor(['a/b'])), ['a/b=a/b']);
+  t.same(texts(state.retainedFor(['a/#'])), ['a//c=a//c', 'a/b/c=a/b/c', 'a/b=a/b', 'a=a'], '`a/#` includes `a` itself');
+  t.same(texts(state.retainedFor(['a/+'])), ['a/b=a/b']);
+  t.same(texts(state.retainedFor(['a/+/c'])), ['a//c=a//c', 'a/b/c=a/b/c'], '`+` matches an empty level');
+  t.same(texts(state.retainedFor(['#'])).length, 6, '`#` leaves out $-topics');
+  t.same(texts(state.retainedFor(['+/load'])), [], '`+` at the start leaves out $-topics');
+  t.same(texts(state.retainedFor(['$SYS/#'])), ['$SYS/a/b=$SYS/a/b', '$SYS/load=$SYS/load']);
+  t.same(texts(state.retainedFor(['a', 'a/#', '#'])).length, 6, 'overlapping filters give each message once');
+  t.ok(state.retainedFor(['a']).every((m) => m.retain === true), 'retained messages come back with retain set');
+
+  state.setRetained(msg('a/b', 'new', 2));
+  const [replaced] = state.retainedFor(['a/b']);
+  t.equal(replaced.payload.toString(), 'new', 'a second retained publish replaces the first');
+  t.equal(replaced.qos, 2);
+  state.setRetained(msg('a/b', ''));
+  t.same(state.retainedFor(['a/b']), [], 'an empty payload clears the topic');
+  t.same(texts(state.retainedFor(['a/#'])), ['a//c=a//c', 'a/b/c=a/b/c', 'a=a'], 'clearing a/b keeps a/b/c');
+  state.setRetained(msg('nothing/here', ''));
+  t.equal(state.retainedCount, 7, 'clearing an unknown topic is a no-op');
+});
+
+t.test('retained matching agrees with topicMatches on random topics and filters', async (t) => {
+  const { state } = model({ maxRetained: 10_000 });
+  const levels = ['a', 'b', '', '$x', 'c'];
+  const pick = <T>(items: T[]): T => items[Math.floor(Math.random() * items.length)];
+  const topics = new Set<string>();
+  for (let i = 0; i < 300; i++) {
+    const topic = Array.from({ length: 1 + Math.floor(Math.random() * 4) }, () => pick(levels)).join('/');
+    if (topic === '') continue; // not a valid topic name
+    topics.add(topic);
+    state.setRetained(msg(topic, topic));
+  }
+  let checked = 0;
+  for (let i = 0; i < 300; i++) {
+    const parts = Array.from({ length: 1 + Math.floor(Math.random() * 4) }, () => pick([...levels, '+', '+']));
+    if (Math.random() < 0.3) parts.push('#');
+    const filter = parts.join('/');
+    const expected = [...topics].filter((topic) => topicMatches(filter, topic)).sort();
+    const actual = state.retainedFor([filter]).map((m) => m.topic).sort();
+    if (JSON.stringify(actual) !== JSON.stringify(expected)) t.fail(`filter ${filter}`, { actual, expected });
+    checked++;
+  }
+  t.equal(checked, 300);
+});
+
+t.test('maxRetained refuses new topics but still replaces and clears', async (t) => {
+  const { state } = model({ maxRetained: 2 });
+  t.ok(state.setRetained(msg('a', '1')));
+  t.ok(state.setRetained(msg('b', '1')));
+  t.notOk(state.setRetained(msg('c', '1')), 'third topic refused');
+  t.ok(state.setRetained(msg('a', '2')), 'existing topic replaced');
+  t.ok(state.setRetained(msg('a', '')), 'cleared');
+  t.ok(state.setRetained(msg('c', '1')), 'room again after a clear');
+  t.same(texts(state.retainedFor(['#'])), ['b=1', 'c=1']);
+  t.equal(state.retainedRefused, 1);
+});
+
+t.test('message expiry counts down while a message waits', async (t) => {
+  const { state, clock } = model();
+  state.setRetained(msg('r', 'x', 1, { properties: { messageExpiryInterval: 10, contentType: 'text/plain' } }));
+  clock.now += 4_000;
+  const [m] = state.retainedFor(['r']);
+  t.equal(m.properties?.messageExpiryInterval, 6, 'interval reduced by the time it waited');
+  t.equal(m.properties?.contentType, 'text/plain');
+  clock.now += 6_000;
+  t.same(state.retainedFor(['r']), [], 'gone once expired');
+  t.equal(state.retainedCount, 0, 'and removed');
+
+  state.openSession('dev', { clean: true, expirySeconds: 100 });
+  state.addSubscriptions('dev', [{ filter: 'q/#', qos: 1 }]);
+  state.closeSession('dev', []);
+  state.queueForOffline(msg('q/1', 'short', 1, { properties: { messageExpiryInterval: 2 } }));
+  state.queueForOffline(msg('q/2', 'long', 1, { properties: { messageExpiryInterval: 60 } }));
+  clock.now += 5_000;
+  const { queued } = state.openSession('dev', { clean: false, expirySeconds: 100 });
+  t.same(texts(queued), ['q/2=long'], 'an expired queued message is not delivered');
+  t.equal(queued[0].properties?.messageExpiryInterval, 55);
+});
+
+t.test('persistent sessions: subscriptions and QoS ≥ 1 messages kept while offline', async (t) => {
+  const { state } = model();
+  const first = state.openSession('dev1', { clean: false, expirySeconds: 3600 });
+  t.equal(first.present, false, 'no session yet');
+  state.addSubscriptions('dev1', [
+    { filter: 'devices/dev1/#', qos: 2 },
+    { filter: 'broadcast/+', qos: 1, retainAsPublished: true },
+    { filter: 'broadcast/#', qos: 0 },
+  ]);
+  state.removeSubscriptions('dev1', ['nothing', 'devices/dev1/#']);
+  state.addSubscriptions('dev1', [{ filter: 'devices/dev1/#', qos: 2 }]);
+
+  state.queueForOffline(msg('devices/dev1/cmd', 'too early', 1));
+  t.equal(state.inspect('dev1')?.queued.length, 0, 'nothing queued while the device is online');
+
+  state.closeSession('dev1', [msg('devices/dev1/cmd', 'unacked', 2)]);
+  t.equal(state.inspect('dev1')?.online, false);
+  t.equal(state.queueForOffline(msg('devices/dev1/cmd', 'q2', 2)), 1);
+  t.equal(state.queueForOffline(msg('broadcast/all', 'b1', 2, { retain: true })), 1, 'several matching filters: queued once');
+  t.equal(state.queueForOffline(msg('broadcast/x/y', 'b0', 1)), 0, 'only a QoS 0 subscription matches: not queued');
+  t.equal(state.queueForOffline(msg('devices/dev1/cmd', 'qos0', 0)), 0, 'QoS 0 messages are not queued');
+  t.equal(state.queueForOffline(msg('devices/other/cmd', 'other', 1)), 0);
+
+  const again = state.openSession('dev1', { clean: false, expirySeconds: 3600 });
+  t.equal(again.present, true);
+  t.same(again.subscriptions.map((s) => s.filter).sort(), ['broadcast/#', 'broadcast/+', 'devices/dev1/#']);
+  t.same(
+    again.queued.map((m) => [m.topic, m.payload.toString(), m.qos, m.retain]),
+    [
+      ['devices/dev1/cmd', 'unacked', 2, undefined],
+      ['devices/dev1/cmd', 'q2', 2, false],
+      ['broadcast/all', 'b1', 1, true],
+    ],
+    'unacked first, then in publish order; qos = min(publish, granted); retain kept only with retainAsPublished',
+  );
+  t.equal(state.openSession('dev1', { clean: false, expirySeconds: 3600 }).queued.length, 0, 'the queue was handed over once');
+
+  const clean = state.openSession('dev1', { clean: true, expirySeconds: 3600 });
+  t.equal(clean.present, false, 'clean start drops the old session');
+  t.same(clean.subscriptions, []);
+});
+
+t.test('non-persistent sessions keep nothing', async (t) => {
+  const { state } = model();
+  state.openSession('c', { clean: true, expirySeconds: 0 });
+  state.addSubscriptions('c', [{ filter: 'x', qos: 1 }]);
+  t.same(state.inspect('c')?.subscriptions, [], 'subscriptions are not stored');
+  state.closeSession('c', [msg('x', 'lost')]);
+  t.equal(state.inspect('c'), undefined, 'the session ends with its connection');
+  t.equal(state.queueForOffline(msg('x', 'y')), 0);
+  t.equal(state.openSession('c', { clean: false, expirySeconds: 0 }).present, false);
+
+  // A v5 DISCONNECT may set the expiry to 0: the session ends then.
+  state.openSession('d', { clean: false, expirySeconds: 60 });
+  state.closeSession('d', [], { expirySeconds: 0 });
+  t.equal(state.inspect('d'), undefined);
+});
+
+t.test('a bounded queue drops its oldest messages and counts them', async (t) => {
+  const { state } = model({ maxQueuedPerSession: 3 });
+  state.openSession('dev', { clean: false, expirySeconds: 60 });
+  state.addSubscriptions('dev', [{ filter: 't', qos: 1 }]);
+  state.closeSession('dev', []);
+  for (let i = 1; i <= 5; i++) state.queueForOffline(msg('t', String(i)));
+  t.equal(state.inspect('dev')?.dropped, 2);
+  const opened = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.same(opened.queued.map((m) => m.payload.toString()), ['3', '4', '5'], 'the newest are kept');
+  t.equal(opened.dropped, 2, 'openSession reports the drops');
+  t.equal(state.inspect('dev')?.dropped, 0, 'and resets the count');
+});
+
+t.test('offline sessions expire', async (t) => {
+  const { state, clock } = model();
+  state.openSession('short', { clean: false, expirySeconds: 10 });
+  state.addSubscriptions('short', [{ filter: 't', qos: 1 }]);
+  state.closeSession('short', []);
+  state.openSession('forever', { clean: false, expirySeconds: 0xffffffff });
+  state.closeSession('forever', []);
+  state.openSession('online', { clean: false, expirySeconds: 1 });
+
+  clock.now += 9_000;
+  t.equal(state.sweep(), 0, 'not yet');
+  t.equal(state.queueForOffline(msg('t', 'x')), 1);
+  clock.now += 1_000;
+  t.equal(state.queueForOffline(msg('t', 'y')), 0, 'an expired session gets nothing, even before a sweep');
+  t.equal(state.openSession('short', { clean: false, expirySeconds: 10 }).present, false, 'and is not present');
+  state.closeSession('short', []);
+  clock.now += 365 * 24 * 3600_000;
+  t.equal(state.sweep(), 1, 'the sweep ends it');
+  t.equal(state.inspect('short'), undefined);
+  t.ok(state.inspect('forever'), '0xFFFFFFFF never expires');
+  t.ok(state.inspect('online'), 'an online session never expires');
+});
+
+t.test('a late close of a dropped session does not end a new one', async (t) => {
+  const { state } = model();
+  const old = state.openSession('c', { clean: true, expirySeconds: 0 });
+  const fresh = state.openSession('c', { clean: true, expirySeconds: 60 });
+  t.not(fresh.generation, old.generation, 'generations are never reused, even for a new session');
+  state.closeSession('c', [], { generation: old.generation });
+  t.equal(state.inspect('c')?.online, true);
+});
+
+t.test('a late close of a taken-over connection leaves the new one alone', async (t) => {
+  const { state } = model();
+  const old = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  state.addSubscriptions('dev', [{ filter: 't', qos: 1 }]);
+  const current = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.equal(current.present, true);
+  t.not(current.generation, old.generation);
+  state.closeSession('dev', [msg('t', 'unacked by the old connection')], { generation: old.generation });
+  t.equal(state.inspect('dev')?.online, true, 'still online');
+  t.equal(state.queueForOffline(msg('t', 'live')), 0, 'so nothing is queued for it');
+  state.closeSession('dev', [], { generation: current.generation });
+  t.equal(state.inspect('dev')?.online, false);
+  t.same(texts(state.openSession('dev', { clean: false, expirySeconds: 60 }).queued), ['t=unacked by the old connection'], 'the old unacked messages are not lost');
+});
+
+t.test("resume: 'later' keeps queueing until the subscriptions are live again", async (t) => {
+  const { state } = model();
+  state.openSession('dev', { clean: false, expirySeconds: 60 });
+  state.addSubscriptions('dev', [{ filter: 't/#', qos: 1 }]);
+  state.closeSession('dev', []);
+  state.queueForOffline(msg('t/1', 'before'));
+  const opened = state.openSession('dev', { clean: false, expirySeconds: 60, resume: 'later' });
+  t.same(texts(opened.queued), ['t/1=before']);
+  t.equal(state.queueForOffline(msg('t/2', 'in between')), 1, 'a publish while the gateway subscriptions are restored is queued');
+  state.addSubscriptions('dev', [{ filter: 'u', qos: 2 }]);
+  t.equal(state.queueForOffline(msg('u', 'new sub')), 1, 'a subscription added while resuming counts too');
+  t.same(texts(state.resumeSession('dev', opened.generation)), ['t/2=in between', 'u=new sub'], 'handed over at resume');
+  t.equal(state.queueForOffline(msg('t/3', 'live')), 0, 'after resume the gateway delivers, nothing is queued');
+  t.same(state.resumeSession('dev', opened.generation), [], 'a second resume is a no-op');
+
+  const again = state.openSession('dev', { clean: false, expirySeconds: 60, resume: 'later' });
+  state.queueForOffline(msg('t/4', 'x'));
+  state.closeSession('dev', [], { generation: again.generation });
+  t.same(state.resumeSession('dev', again.generation), [], 'closed before resuming: nothing handed out');
+  t.same(texts(state.openSession('dev', { clean: false, expirySeconds: 60 }).queued), ['t/4=x'], 'the next connection gets it');
+  t.same(state.resumeSession('dev', again.generation), [], 'a stale generation gets nothing');
+});
+
+t.test('snapshot and restore, Buffers included', async (t) => {
+  const { state, clock } = model();
+  state.setRetained(msg('r/1', 'bin\u0000ary', 1, { properties: { correlationData: Buffer.from([1, 2, 3]), userProperties: { a: ['1', '2'] } } }));
+  state.openSession('p', { clean: false, expirySeconds: 100 });
+  state.addSubscriptions('p', [{ filter: 'q/+', qos: 2, noLocal: true, subscriptionId: 7 }]);
+  state.closeSession('p', []);
+  state.queueForOffline(msg('q/a', 'queued', 2));
+  state.openSession('live', { clean: false, expirySeconds: 100 });
+  state.openSession('temp', { clean: true, expirySeconds: 0 });
+
+  const json = encodeJson(state.snapshot());
+  t.notMatch(json, /"type":"Buffer"/, 'Buffers are not written as byte arrays');
+  const copy = new StoreState({ maxQueuedPerSession: 100, maxRetained: 100, now: () => clock.now });
+  t.equal(copy.restore(decodeJson(json)), 0, 'nothing skipped');
+  const [r] = copy.retainedFor(['r/#']);
+  t.same(r.payload, Buffer.from('bin\u0000ary'));
+  t.same(r.properties?.correlationData, Buffer.from([1, 2, 3]));
+  t.same(r.properties?.userProperties, { a: ['1', '2'] });
+  t.equal(copy.inspect('temp'), undefined, 'non-persistent sessions are not saved');
+  t.equal(copy.inspect('live')?.online, false, 'a session online at save time comes back offline');
+  t.equal(copy.queueForOffline(msg('q/b', 'after restore', 1)), 1, 'restored offline sessions get queued messages');
+  const opened = copy.openSession('p', { clean: false, expirySeconds: 100 });
+  t.same(opened.subscriptions, [{ filter: 'q/+', qos: 2, noLocal: true, subscriptionId: 7 }]);
+  t.same(texts(opened.queued), ['q/a=queued', 'q/b=after restore']);
+  t.throws(() => copy.restore({ version: 2 }), /not a store snapshot/);
+});
+
+t.test('the store file: debounced atomic saves, corrupt files set aside', async (t) => {
+  const dir = fs.mkdtempSync(path.join(hub.root, 'file-'));
+  const file = path.join(dir, 'sub', 'store.json');
+  const state = new StoreState({ maxQueuedPerSession: 10, maxRetained: 10 });
+  const store = new StoreFile(file, state, 50);
+  await store.load();
+  t.notOk(fs.existsSync(file), 'a missing file is an empty store, nothing written yet');
+  state.setRetained(msg('a', '1'));
+  state.setRetained(msg('b', '2'));
+  t.notOk(fs.existsSync(file), 'not written at once');
+  await waitFor(() => fs.existsSync(file), 2000, 'the debounced save');
+  t.same(fs.readdirSync(path.dirname(file)), ['store.json'], 'no temp file left behind');
+  t.equal(fs.statSync(file).mode & 0o777, 0o600);
+
+  state.setRetained(msg('c', '3'));
+  await store.flush();
+  const reloaded = new StoreState({ maxQueuedPerSession: 10, maxRetained: 10 });
+  await new StoreFile(file, reloaded).load();
+  t.same(texts(reloaded.retainedFor(['#'])), ['a=1', 'b=2', 'c=3'], 'flush writes what changed');
+
+  fs.writeFileSync(file, '{"version":1,"retained":[');
+  const fresh = new StoreState({ maxQueuedPerSession: 10, maxRetained: 10 });
+  await new StoreFile(file, fresh).load();
+  t.equal(fresh.retainedCount, 0, 'a corrupt file gives an empty store');
+  t.notOk(fs.existsSync(file), 'the corrupt file is moved away');
+  t.match(fs.readdirSync(path.dirname(file)), [/^store\.json\.corrupt-/]);
+});
+
+// ---- the store process ----------------------------------------------------------------------
+
+/** Master pids of the stores started here, killed if this process is stopped before its teardowns run. */
+const started = new Set<number>();
+const killStarted = (): void => {
+  for (const pid of started) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+};
+process.once('exit', killStarted);
+process.once('SIGTERM', () => {
+  killStarted();
+  process.exit(1);
+});
+
+/** Starts Applications/Hub/start_store.ts in its own master on `port`, data in `dataDir`. */
+async function startStore(t: Test, port: number, dataDir: string, env: NodeJS.ProcessEnv = {}): Promise<App> {
+  const app = await startApp(path.join(hub.app, 'start_store.ts'), {
+    env: { STORE_ADDRESS: `127.0.0.1:${port}`, DATA_DIR: dataDir, GATEWAYWORKER_LOG_LEVEL: 'info', ...env },
+  });
+  started.add(app.pid);
+  void app.exited.then(() => started.delete(app.pid));
+  registerTeardown(t, app);
+  return app;
+}
+
+/** Stops the store as `stop` would (SIGTERM to its master: it saves), without spawning the CLI. */
+async function stopStore(app: App): Promise<void> {
+  process.kill(app.pid, 'SIGTERM');
+  const timer = setTimeout(() => process.kill(-app.pid, 'SIGKILL'), 15_000);
+  await app.exited;
+  clearTimeout(timer);
+}
+
+/** Kills the store's whole process group at once (no save at stop). */
+async function kill9(app: App): Promise<void> {
+  process.kill(-app.pid, 'SIGKILL');
+  await app.exited;
+}
+
+t.test('the store process, through StoreClient: persistence, outages', async (t) => {
+  const port = await freePort();
+  const dataDir = path.join(hub.root, 'data-process');
+  const client = new StoreClient(`127.0.0.1:${port}`, { timeoutMs: 1000, secretKey: '' });
+  // Generous: it waits through a store start, which can be slow on a loaded machine.
+  const patient = new StoreClient(`127.0.0.1:${port}`, { timeoutMs: 60_000, secretKey: '' });
+  t.teardown(() => {
+    client.close();
+    patient.close();
+  });
+
+  const before = Date.now();
+  await t.rejects(client.stats(), { name: 'StoreError', message: /stats at 127\.0\.0\.1:\d+ failed: not reachable .*is start_store\.ts running\?/ }, 'no store: a clear error');
+  t.ok(Date.now() - before < 2500, 'after the timeout, not later');
+
+  let store = await startStore(t, port, dataDir);
+  t.same(await patient.stats(), { retained: 0, sessions: 0, online: 0, queued: 0 });
+  await patient.setRetained(msg('devices/a/state', 'on', 1));
+  await patient.setRetained(msg('devices/b/state', 'off', 0));
+  await patient.setRetained(msg('devices/b/state', 'on', 0));
+  await patient.setRetained(msg('devices/c/state', 'on', 0));
+  await patient.setRetained(msg('devices/c/state', '', 0));
+  const retained = await patient.retainedFor(['devices/+/state', 'devices/a/#']);
+  t.same(texts(retained), ['devices/a/state=on', 'devices/b/state=on'], 'set, replaced, cleared, each once');
+  t.ok(Buffer.isBuffer(retained[0].payload), 'payloads come back as Buffers');
+
+  const opened = await patient.openSession('dev', { clean: false, expirySeconds: 3600 });
+  t.match(opened, { present: false, subscriptions: [], queued: [], dropped: 0, generation: Number });
+  await patient.addSubscriptions('dev', [{ filter: 'devices/dev/#', qos: 2 }]);
+  await patient.closeSession('dev', [msg('devices/dev/cmd', 'unacked', 1)], { generation: opened.generation });
+  await patient.queueForOffline(msg('devices/dev/cmd', 'while away', 2));
+  await patient.queueForOffline(msg('devices/dev/cmd', 'never stored', 0));
+  const resuming = await patient.openSession('dev2', { clean: false, expirySeconds: 60, resume: 'later' });
+  await patient.addSubscriptions('dev2', [{ filter: 'devices/dev2/#', qos: 1 }]);
+  await patient.queueForOffline(msg('devices/dev2/x', 'between', 1));
+  t.same(texts(await patient.resumeSession('dev2', resuming.generation)), ['devices/dev2/x=between'], 'resumeSession over the wire');
+  await patient.closeSession('dev2', [], { generation: resuming.generation, expirySeconds: 0 });
+
+  await t.rejects(patient.retainedFor([42 as unknown as string]), { name: 'StoreError', message: /filters\[0\] must be a non-empty string/ }, 'bad arguments are refused with a reason');
+  t.same((await patient.stats()).sessions, 1, 'and the connection stays usable');
+
+  // A clean stop saves; a new store process finds everything.
+  await stopStore(store);
+  store = await startStore(t, port, dataDir);
+  t.same(texts(await patient.retainedFor(['#'])), ['devices/a/state=on', 'devices/b/state=on'], 'retained messages survive a restart');
+  const back = await patient.openSession('dev', { clean: false, expirySeconds: 3600 });
+  t.equal(back.present, true, 'the session survives a restart');
+  t.same(back.subscriptions, [{ filter: 'devices/dev/#', qos: 2 }]);
+  t.same(back.queued.map((m) => [m.payload.toString(), m.qos]), [['unacked', 1], ['while away', 2]]);
+  t.equal((await client.stats()).sessions, 1, 'the short-timeout client connects once the store is up');
+
+  // kill -9 after the debounce: the change is on disk already.
+  await patient.setRetained(msg('late', 'saved', 1));
+  await sleep(300);
+  await kill9(store);
+  await t.rejects(client.stats(), StoreError, 'rejects while the store is down');
+  const during = patient.retainedFor(['late']);
+  store = await startStore(t, port, dataDir);
+  t.same(texts(await during), ['late=saved'], 'a call made during the outage is answered after it, and a change is on disk ~50 ms later, kill -9 or not');
+  t.equal((await client.stats()).retained, 3, 'the other client reconnected by itself');
+
+  client.close();
+  await t.rejects(client.stats(), /closed/, 'a closed client refuses calls');
+  await kill9(store);
+});
+
+t.test('StoreClient drops a link that never says hello', async (t) => {
+  // Accepts TCP connections and says nothing, like a store that is stopping or hung.
+  const sockets: net.Socket[] = [];
+  const mute = net.createServer((socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => mute.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    mute.close();
+  });
+  const client = new StoreClient(`127.0.0.1:${(mute.address() as net.AddressInfo).port}`, { timeoutMs: 4500, secretKey: '' });
+  t.teardown(() => client.close());
+  await t.rejects(client.stats(), { name: 'StoreError', message: /no hello from the store within 2000 ms/ });
+  t.ok(sockets.length >= 2, 'and tried again');
+});
+
+t.test('the store process: corrupt file, and SECRET_KEY', async (t) => {
+  const port = await freePort();
+  const dataDir = path.join(hub.root, 'data-corrupt');
+  fs.mkdirSync(dataDir, { recursive: true });
+  fs.writeFileSync(path.join(dataDir, 'store.json'), 'not json at all');
+  const store = await startStore(t, port, dataDir, { SECRET_KEY: 's3cret' });
+
+  const good = new StoreClient(`127.0.0.1:${port}`, { timeoutMs: 3000, secretKey: 's3cret' });
+  const bad = new StoreClient(`127.0.0.1:${port}`, { timeoutMs: 1500, secretKey: 'wrong' });
+  const none = new StoreClient(`127.0.0.1:${port}`, { timeoutMs: 1500, secretKey: '' });
+  t.teardown(() => [good, bad, none].forEach((c) => c.close()));
+
+  t.same(await good.stats(), { retained: 0, sessions: 0, online: 0, queued: 0 }, 'started empty');
+  t.match(store.output(), /store\.json could not be read .* moved to .*store\.json\.corrupt-/, 'with a log line');
+  t.match(fs.readdirSync(dataDir), [/^store\.json\.corrupt-/]);
+  await t.rejects(bad.stats(), { name: 'StoreError', message: /authentication failed/ }, 'a wrong key is refused');
+  await t.rejects(none.stats(), { name: 'StoreError', message: /needs SECRET_KEY/ }, 'no key is refused');
+  await kill9(store);
+});
