@@ -16,6 +16,6 @@ export { BusinessWorker } from './business/index.js';
 export type { BusinessWorkerOptions, Context, EventHandlers, WebSocketRequest, ClientInfo } from './business/index.js';
 export { GatewayApi, GatewayClient, GatewayArgumentError, GatewayQueryTimeoutError, GatewayUnavailableError } from './api/index.js';
 export type { ClientMessage, Session, GatewayClientOptions, SubscribeOptions, PublishOptions, PublishProperties } from './api/index.js';
-export type { UnackedMessage } from './internal/codec.js';
+export type { UnackedMessage, MqttDeliveryState } from './internal/codec.js';
 export { parseClientId, InvalidClientIdError } from './internal/index.js';
 export type { ClientIdParts } from './internal/index.js';

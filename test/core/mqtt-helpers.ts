@@ -418,7 +418,7 @@ export class RawClient {
   }
 
   /** Sends CONNECT (and sets the protocol level it parses with); resolves with the CONNACK. */
-  async connect(options: { version?: Version; clientId?: string; keepalive?: number; properties?: Record<string, unknown> } = {}): Promise<Packet> {
+  async connect(options: { version?: Version; clientId?: string; keepalive?: number; clean?: boolean; properties?: Record<string, unknown> } = {}): Promise<Packet> {
     this.version = options.version ?? 4;
     this.parser = this.newParser();
     this.send(this.connectPacket(options));
@@ -426,14 +426,14 @@ export class RawClient {
   }
 
   /** A CONNECT packet. */
-  connectPacket(options: { version?: Version; clientId?: string; keepalive?: number; properties?: Record<string, unknown> } = {}): Packet {
+  connectPacket(options: { version?: Version; clientId?: string; keepalive?: number; clean?: boolean; properties?: Record<string, unknown> } = {}): Packet {
     const version = options.version ?? this.version;
     return {
       cmd: 'connect',
       protocolId: version === 3 ? 'MQIsdp' : 'MQTT',
       protocolVersion: version,
       clientId: options.clientId ?? `raw-${Math.random().toString(36).slice(2, 10)}`,
-      clean: true,
+      clean: options.clean ?? true,
       keepalive: options.keepalive ?? 0,
       ...(options.properties ? { properties: options.properties } : {}),
     } as Packet;

@@ -293,6 +293,49 @@ t.test('MQTT in the gateway', async (t) => {
     );
   });
 
+  await t.test('a persistent session goes on over the next connection (Gateway.restoreMqttSession)', async (t) => {
+    type Pub = Packet & { messageId: number; topic: string; dup: boolean; qos: number; payload: Buffer };
+    const publisher = await mqttJs(t, tcpUrl, { protocolVersion: 5 });
+    const watcher = await mqttJs(t, wsUrl, { protocolVersion: 4 });
+    await watcher.sub('resume-in/#', { qos: 2 });
+    for (const kind of ['tcp', 'ws'] as const) {
+      const id = `resume-${kind}`;
+      const first = await raw(kind, t);
+      await first.connect({ version: 4, clientId: id, clean: false });
+      await first.subscribe(`resume/${kind}/#`, 2);
+      await publisher.pub(`resume/${kind}/q1`, 'one', { qos: 1 });
+      await publisher.pub(`resume/${kind}/q2`, 'two', { qos: 2 });
+      const [one, two] = (await first.packets.take(2, is('publish'), 5000, 'both messages')) as Pub[];
+      // QoS 2 received (PUBREC) but not completed; QoS 1 not acknowledged at all.
+      first.send({ cmd: 'pubrec', messageId: two.messageId } as Packet);
+      await first.packets.next(is('pubrel'), 3000, 'PUBREL');
+      // Its own QoS 2 publish, passed on but never released.
+      first.send({ cmd: 'publish', topic: `resume-in/${kind}`, payload: Buffer.from('in'), qos: 2, messageId: 42, dup: false, retain: false } as Packet);
+      await first.packets.next(is('pubrec', (p) => p.messageId === 42), 3000, 'PUBREC for 42');
+      first.close();
+      await sleep(300);
+
+      const second = await raw(kind, t);
+      const connack = (await second.connect({ version: 4, clientId: id, clean: false })) as Packet & { sessionPresent: boolean };
+      t.equal(connack.sessionPresent, true, `${kind}: the session is present`);
+      const resent = (await second.packets.next(is('publish'), 3000, 'the unacknowledged QoS 1 message again')) as Pub;
+      t.same([resent.topic, resent.messageId, resent.dup, resent.qos, resent.payload.toString()], [one.topic, one.messageId, true, 1, 'one'], `${kind}: QoS 1 resent with its packet id and DUP`);
+      const release = (await second.packets.next(is('pubrel'), 3000, 'PUBREL again')) as Packet & { messageId: number };
+      t.equal(release.messageId, two.messageId, `${kind}: PUBREL resent for the received QoS 2 message`);
+      t.equal(second.packets.items.filter((p) => p.cmd === 'publish').length, 0, `${kind}: the received QoS 2 message is not delivered again`);
+      second.send({ cmd: 'publish', topic: `resume-in/${kind}`, payload: Buffer.from('in'), qos: 2, messageId: 42, dup: true, retain: false } as Packet);
+      await second.packets.next(is('pubrec', (p) => p.messageId === 42), 3000, 'PUBREC for the resent 42');
+      second.send({ cmd: 'pubrel', messageId: 42 } as Packet);
+      await second.packets.next(is('pubcomp', (p) => p.messageId === 42), 3000, 'PUBCOMP for 42');
+      second.send({ cmd: 'puback', messageId: resent.messageId } as Packet);
+      second.send({ cmd: 'pubcomp', messageId: two.messageId } as Packet);
+      await publisher.pub(`resume-in/${kind}/end`, 'end', { qos: 1 });
+      await watcher.messages.until((m) => m.topic === `resume-in/${kind}/end`, 5000, 'end marker');
+      t.equal(watcher.messages.all.filter((m) => m.topic === `resume-in/${kind}`).length, 1, `${kind}: its QoS 2 message, sent twice, was delivered once`);
+      second.close();
+    }
+  });
+
   await t.test('receive maximum (MQTT 5): no more than that many unacknowledged messages in flight', async (t) => {
     const watcher = await mqttJs(t, tcpUrl, { protocolVersion: 4 });
     await watcher.sub('unacked/#', { qos: 1 });

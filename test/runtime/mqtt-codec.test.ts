@@ -5,7 +5,7 @@
 import t from 'tap';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { decodeMqttPacket, encodeMqttPacket, mqttPacketLength, type MqttVersion } from '../../runtime/src/protocols/mqtt.js';
-import { decodePublish, decodeUnacked, encodePublish, encodeUnacked, type PublishFrame, type UnackedMessage } from '../../runtime/src/internal/codec.js';
+import { decodeMqttDeliveryState, decodePublish, encodeMqttDeliveryState, encodePublish, type MqttDeliveryState, type PublishFrame, type UnackedMessage } from '../../runtime/src/internal/codec.js';
 
 /** Deterministic PRNG (mulberry32) so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -354,41 +354,36 @@ t.test('codec: topic publish frames', async (t) => {
   t.throws(() => decodePublish(qos3), RangeError, 'qos bits 3: RangeError');
 });
 
-t.test('codec: unacknowledged messages', async (t) => {
+t.test('codec: an MQTT delivery state (close event)', async (t) => {
   const list: UnackedMessage[] = [
-    { topic: 'a/b', payload: Buffer.from('one'), qos: 1, retain: false },
-    { topic: 'ü/コード', payload: Buffer.alloc(0), qos: 2, retain: true },
-    { topic: 'x'.repeat(65_535), payload: Buffer.alloc(70_000, 1), qos: 1, retain: true },
-    { topic: 'last', payload: Buffer.from([0, 255, 0]), qos: 2, retain: false },
+    { topic: 'a/b', payload: Buffer.from('one'), qos: 1, retain: false, packetId: 1, released: false },
+    { topic: 'ü/コード', payload: Buffer.alloc(0), qos: 2, retain: true, packetId: 65_535, released: true },
+    { topic: 'x'.repeat(65_535), payload: Buffer.alloc(70_000, 1), qos: 1, retain: true, packetId: 0, released: false },
+    { topic: 'last', payload: Buffer.from([0, 255, 0]), qos: 2, retain: false, packetId: 7, released: false },
   ];
-  t.same(decodeUnacked(encodeUnacked([])), [], 'empty list');
-  t.equal(encodeUnacked([]).length, 0, 'empty list: no bytes');
-  const bytes = encodeUnacked(list);
-  t.same(decodeUnacked(bytes), list, 'round trip');
-  for (const one of list) t.same(decodeUnacked(encodeUnacked([one])), [one], `single: ${one.topic.slice(0, 10)}`);
+  const empty: MqttDeliveryState = { unacked: [], awaitingRelease: [] };
+  t.same(decodeMqttDeliveryState(encodeMqttDeliveryState(empty)), empty, 'empty state');
+  const state: MqttDeliveryState = { unacked: list, awaitingRelease: [3, 9, 65_535] };
+  const bytes = encodeMqttDeliveryState(state);
+  t.same(decodeMqttDeliveryState(bytes), state, 'round trip');
+  for (const one of list) t.same(decodeMqttDeliveryState(encodeMqttDeliveryState({ unacked: [one], awaitingRelease: [] })).unacked, [one], `single: ${one.topic.slice(0, 10)}`);
   // Every cut: a message boundary decodes to the messages before it, anything else is a RangeError.
-  const boundaries = new Map<number, number>();
-  let at = 0;
-  list.forEach((m, i) => {
-    at += 8 + Buffer.byteLength(m.topic) + m.payload.length;
+  const smallList = [list[0], list[1], list[3]];
+  const small = encodeMqttDeliveryState({ unacked: smallList, awaitingRelease: [5] });
+  const boundaries = new Map<number, number>([[4, 0]]);
+  let at = 4;
+  smallList.forEach((m, i) => {
+    at += 10 + Buffer.byteLength(m.topic) + m.payload.length;
     boundaries.set(at, i + 1);
   });
-  boundaries.set(0, 0);
   let wrong = 0;
-  const small = encodeUnacked([list[0], list[1], list[3]]);
-  const smallBoundaries = new Map<number, number>([[0, 0]]);
-  let s = 0;
-  [list[0], list[1], list[3]].forEach((m, i) => {
-    s += 8 + Buffer.byteLength(m.topic) + m.payload.length;
-    smallBoundaries.set(s, i + 1);
-  });
   for (let cut = 0; cut <= small.length; cut++) {
     const part = small.subarray(0, cut);
-    if (smallBoundaries.has(cut)) {
-      if (decodeUnacked(part).length !== smallBoundaries.get(cut) && wrong++ < 3) t.fail(`cut ${cut}: wrong count`);
+    if (boundaries.has(cut)) {
+      if (decodeMqttDeliveryState(part).unacked.length !== boundaries.get(cut) && wrong++ < 3) t.fail(`cut ${cut}: wrong count`);
     } else {
       try {
-        decodeUnacked(part);
+        decodeMqttDeliveryState(part);
         if (wrong++ < 3) t.fail(`cut ${cut} of ${small.length} decoded`);
       } catch (error) {
         if (!(error instanceof RangeError) && wrong++ < 3) t.fail(`cut ${cut}: ${String(error)}`);
@@ -396,8 +391,8 @@ t.test('codec: unacknowledged messages', async (t) => {
     }
   }
   t.equal(wrong, 0, `every cut of ${small.length} bytes: a prefix list at boundaries, a RangeError elsewhere`);
-  for (const cut of [1, 4, 10, bytes.length - 1]) t.throws(() => decodeUnacked(bytes.subarray(0, cut)), RangeError, `large list cut at ${cut}`);
-  const copy = decodeUnacked(bytes);
+  for (const cut of [1, 4, 10, bytes.length - 1]) t.throws(() => decodeMqttDeliveryState(bytes.subarray(0, cut)), RangeError, `large state cut at ${cut}`);
+  const copy = decodeMqttDeliveryState(bytes);
   bytes.fill(0);
-  t.same(copy[0].payload, Buffer.from('one'), 'decoded payloads are copies, not views of the frame');
+  t.same(copy.unacked[0].payload, Buffer.from('one'), 'decoded payloads are copies, not views of the frame');
 });

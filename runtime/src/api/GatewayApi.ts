@@ -1,4 +1,4 @@
-import { Cmd, PayloadFlag, Target, encodeBroadcast, encodeJson, encodePublish, encodeSend, payloadOf } from '../internal/codec.js';
+import { Cmd, PayloadFlag, Target, encodeBroadcast, encodeJson, encodePublish, encodeSend, payloadOf, type MqttDeliveryState } from '../internal/codec.js';
 import { isValidTopicFilter, isValidTopicName } from '../topics/index.js';
 import type { GatewayLink, GatewayLinks } from './GatewayLinks.js';
 
@@ -215,6 +215,27 @@ export class GatewayApi {
     }
     const wire = encodePublish({ ...frame, target: null });
     for (const gateway of this.links.open()) gateway.link.write(wire);
+  }
+
+  /**
+   * Continues an MQTT client's previous connection on its new one (a persistent session, MQTT
+   * §4.4): what `ctx.unacked` and `ctx.awaitingRelease` gave at that connection's close. The
+   * gateway resends unacknowledged messages with their packet ids and DUP set, sends PUBREL again
+   * for released ones, and keeps deduplicating the client's QoS 2 ids awaiting release. Call it
+   * after CONNACK was sent (on the same worker, so it arrives after), before other deliveries.
+   */
+  async restoreMqttSession(clientId: string, state: Partial<MqttDeliveryState>): Promise<void> {
+    const unacked = (state.unacked ?? []).map((m) => ({
+      topic: m.topic,
+      payload: Buffer.from(m.payload).toString('base64'),
+      qos: m.qos === 2 ? 2 : 1,
+      retain: m.retain === true,
+      packetId: Number.isInteger(m.packetId) ? m.packetId : 0,
+      released: m.released === true,
+    }));
+    const awaitingRelease = (state.awaitingRelease ?? []).filter((id) => Number.isInteger(id) && id > 0 && id <= 0xffff);
+    if (unacked.length === 0 && awaitingRelease.length === 0) return;
+    return this.control(clientId, 'restoreMqtt', { unacked, awaitingRelease });
   }
 
   // ---- queries -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ const API_METHODS = [
   'subscribe',
   'unsubscribe',
   'publish',
+  'restoreMqttSession',
 ] as const satisfies ReadonlyArray<keyof GatewayApi>;
 
 type ApiStatics = Pick<GatewayApi, (typeof API_METHODS)[number]>;

@@ -3,7 +3,7 @@ import { GatewayApi, encodePayload, type ClientMessage, type Session } from '../
 import { GatewayLinks, type GatewayLink } from '../api/GatewayLinks.js';
 import { setCurrentApi } from '../api/current.js';
 import { makeClientId, parseClientId } from '../internal/clientId.js';
-import { Cmd, PayloadFlag, decodeClientEvent, decodeUnacked, encodeJson, encodeSend, encodeU32, type ClientEvent, type UnackedMessage } from '../internal/codec.js';
+import { Cmd, PayloadFlag, decodeClientEvent, decodeMqttDeliveryState, encodeJson, encodeSend, encodeU32, type ClientEvent, type UnackedMessage } from '../internal/codec.js';
 import { describeError, log } from '../worker/log.js';
 import { Worker } from '../worker/Worker.js';
 import { AckTracker } from './AckTracker.js';
@@ -46,6 +46,7 @@ interface Tracked {
   version: number;
   info: ClientInfo;
   unacked?: readonly UnackedMessage[];
+  awaitingRelease?: readonly number[];
   /** Changes written back that the gateway may not have applied yet, with the version they make. */
   pending: { version: number; set: Session; unset: string[] } | null;
   /** Handlers of one client run one after another, in arrival order. */
@@ -167,7 +168,9 @@ export class BusinessWorker extends Worker {
       this.clients.delete(id);
       if (event.payload.length > 0) {
         try {
-          client.unacked = decodeUnacked(event.payload);
+          const state = decodeMqttDeliveryState(event.payload);
+          client.unacked = state.unacked;
+          client.awaitingRelease = state.awaitingRelease;
         } catch (error) {
           log.warn(`malformed unacked messages in a close event: ${(error as Error).message}`, { client: id });
         }

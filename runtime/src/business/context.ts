@@ -36,9 +36,13 @@ export interface Context {
   readonly gatewayAddress: string;
   /**
    * In `onClose` of an MQTT client: the QoS ≥ 1 messages its gateway sent it that it never
-   * acknowledged, oldest first (keep them for its next connection). Empty otherwise.
+   * acknowledged, oldest first, with their packet ids (`released`: QoS 2 it already received,
+   * only the PUBREL is left). Keep them for its next connection (`Gateway.restoreMqttSession`).
+   * Empty otherwise.
    */
   readonly unacked: readonly UnackedMessage[];
+  /** In `onClose` of an MQTT client: ids of its QoS 2 messages that await its PUBREL. */
+  readonly awaitingRelease: readonly number[];
   /** Sends to this client (PHP's `sendToCurrentClient`). */
   send(message: ClientMessage, raw?: boolean): Promise<void>;
   /** Closes this client, after `message` if given (PHP's `closeCurrentClient`). */
@@ -67,6 +71,7 @@ export interface ContextHolder {
   info: ClientInfo;
   /** Set from the close event of an MQTT client. */
   unacked?: readonly UnackedMessage[];
+  awaitingRelease?: readonly number[];
 }
 
 /**
@@ -102,9 +107,13 @@ export function createContext(
     get unacked() {
       return holder.unacked ?? NONE;
     },
+    get awaitingRelease() {
+      return holder.awaitingRelease ?? NO_IDS;
+    },
     send,
     close: (message) => api.closeClient(clientId, message),
   };
 }
 
 const NONE: readonly UnackedMessage[] = Object.freeze([]);
+const NO_IDS: readonly number[] = Object.freeze([]);

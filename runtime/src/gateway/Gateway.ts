@@ -13,9 +13,10 @@ import {
   decodeU32,
   encodeJson,
   encodeRequest,
-  encodeUnacked,
+  encodeMqttDeliveryState,
   payloadOf,
   type PublishFrame,
+  type UnackedMessage,
 } from '../internal/codec.js';
 import { DEFAULT_LINK_BUFFER, acceptLink, dialLink, type DialedLink, type Link } from '../internal/link.js';
 import { encodeFrame } from '../protocols/index.js';
@@ -291,9 +292,9 @@ export class Gateway extends Worker {
     if (client) {
       this.clients.remove(client);
       this.subscriptions.removeAll(client);
-      // An MQTT client's unacknowledged messages go back to the application with its close event.
-      const unacked = client.mqtt?.unacked();
-      this.pool?.dispatch(client, Cmd.CLIENT_CLOSE, 0, unacked && unacked.length > 0 ? encodeUnacked(unacked) : EMPTY);
+      // An MQTT client's unfinished deliveries go back to the application with its close event.
+      const mqtt = client.mqtt;
+      this.pool?.dispatch(client, Cmd.CLIENT_CLOSE, 0, mqtt?.hasDeliveryState ? encodeMqttDeliveryState(mqtt.deliveryState()) : EMPTY);
     }
     this.callUser('onClose', conn);
   }
@@ -565,6 +566,14 @@ export class Gateway extends Worker {
       case 'unsubscribe':
         this.subscriptions.remove(client, requireString(op.filter, 'filter'));
         break;
+      case 'restoreMqtt':
+        if (client.mqtt && this.mqtt) {
+          this.mqtt.restore(client, {
+            awaitingRelease: op.awaitingRelease ?? [],
+            unacked: (op.unacked ?? []).map((m) => ({ ...m, payload: Buffer.from(m.payload, 'base64') })),
+          });
+        }
+        break;
       case 'updateSession':
         this.clients.setSession(client, deepMerge(client.session ?? {}, (op.session ?? {}) as Record<string, unknown>));
         break;
@@ -574,7 +583,7 @@ export class Gateway extends Worker {
 
 /** A control command from a worker or GatewayClient. */
 interface ControlOp {
-  op: 'joinGroup' | 'leaveGroup' | 'ungroup' | 'bindUid' | 'unbindUid' | 'close' | 'destroy' | 'setSession' | 'updateSession' | 'subscribe' | 'unsubscribe';
+  op: 'joinGroup' | 'leaveGroup' | 'ungroup' | 'bindUid' | 'unbindUid' | 'close' | 'destroy' | 'setSession' | 'updateSession' | 'subscribe' | 'unsubscribe' | 'restoreMqtt';
   counter: number;
   epoch: number;
   group?: string;
@@ -591,6 +600,8 @@ interface ControlOp {
   noLocal?: boolean;
   retainAsPublished?: boolean;
   subscriptionId?: number;
+  awaitingRelease?: number[];
+  unacked?: Array<Omit<UnackedMessage, 'payload'> & { payload: string }>;
 }
 
 /** MQTT 5 publish properties from their wire JSON (correlation data travels as base64). */

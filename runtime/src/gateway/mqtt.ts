@@ -1,5 +1,5 @@
 import type { IPublishPacket, Packet } from 'mqtt-packet';
-import type { UnackedMessage } from '../internal/codec.js';
+import type { MqttDeliveryState, UnackedMessage } from '../internal/codec.js';
 import { decodeMqttPacket, encodeMqttPacket, mqttPacketLength, type MqttVersion } from '../protocols/mqtt.js';
 
 /** Packet types by their fixed-header nibble. */
@@ -15,7 +15,11 @@ export const MqttReason = {
 } as const;
 
 /** A QoS ≥ 1 message on its way to a client. */
-interface Outgoing extends UnackedMessage {
+interface Outgoing {
+  topic: string;
+  payload: Buffer;
+  qos: 1 | 2;
+  retain: boolean;
   properties?: IPublishPacket['properties'];
 }
 
@@ -53,13 +57,19 @@ export class MqttSession {
     return this.nextId;
   }
 
-  /** What the client never acknowledged, oldest first, for the close event. */
-  unacked(): UnackedMessage[] {
-    const out: UnackedMessage[] = [];
-    // A QoS 2 message the client answered with PUBREC is received: resending it as a new PUBLISH would deliver it twice.
-    for (const m of this.inflight.values()) if (m.stage === 'publish') out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
-    for (const m of this.waiting) out.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain });
-    return out;
+  /** What the next connection of this client must resend and expect (MQTT §4.4), for the close event. */
+  deliveryState(): MqttDeliveryState {
+    const unacked: UnackedMessage[] = [];
+    for (const [packetId, m] of this.inflight) {
+      unacked.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, packetId, released: m.stage === 'pubrel' });
+    }
+    for (const m of this.waiting) unacked.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, packetId: 0, released: false });
+    return { unacked, awaitingRelease: [...this.awaitingRelease] };
+  }
+
+  /** Whether the close event has anything to hand back. */
+  get hasDeliveryState(): boolean {
+    return this.inflight.size > 0 || this.waiting.length > 0 || this.awaitingRelease.size > 0;
   }
 }
 
@@ -212,11 +222,33 @@ export class MqttLayer<C> {
   }
 
   /** PUBLISH bytes for a client of `session`'s version. */
-  encodePublish(session: MqttSession, message: { topic: string; payload: Buffer; retain: boolean; properties?: IPublishPacket['properties'] }, qos: 0 | 1 | 2, messageId: number): Buffer {
-    const packet: IPublishPacket = { cmd: 'publish', topic: message.topic, payload: message.payload, qos, retain: message.retain, dup: false };
+  encodePublish(session: MqttSession, message: { topic: string; payload: Buffer; retain: boolean; properties?: IPublishPacket['properties'] }, qos: 0 | 1 | 2, messageId: number, dup = false): Buffer {
+    const packet: IPublishPacket = { cmd: 'publish', topic: message.topic, payload: message.payload, qos, retain: message.retain, dup };
     if (messageId) packet.messageId = messageId;
     if (message.properties && session.version === 5) packet.properties = message.properties;
     return encodeMqttPacket(packet, session.version || 4);
+  }
+
+  /**
+   * Continues a previous connection's deliveries on this one (MQTT §4.4): unacknowledged messages
+   * go out again with their packet ids and DUP set, released ones get their PUBREL again, and
+   * the client's QoS 2 ids awaiting release stay deduplicated.
+   */
+  restore(client: C, state: Partial<MqttDeliveryState>): void {
+    const session = this.host.session(client);
+    if (session.version === 0) return;
+    for (const id of state.awaitingRelease ?? []) if (id > 0 && id <= 0xffff) session.awaitingRelease.add(id);
+    for (const m of state.unacked ?? []) {
+      const id = m.packetId;
+      const outgoing: Outgoing = { topic: m.topic, payload: m.payload, qos: m.qos === 2 ? 2 : 1, retain: m.retain };
+      if (!(id > 0 && id <= 0xffff) || session.inflight.has(id)) {
+        // Never sent, or its id is taken on this connection: a fresh delivery (a released one is done).
+        if (!m.released) this.deliver(client, outgoing, outgoing.qos);
+        continue;
+      }
+      session.inflight.set(id, { ...outgoing, stage: m.released ? 'pubrel' : 'publish' });
+      this.host.write(client, m.released ? this.encode({ cmd: 'pubrel', messageId: id }, session) : this.encodePublish(session, outgoing, outgoing.qos, id, true));
+    }
   }
 
   private send(client: C, session: MqttSession, message: Outgoing): void {

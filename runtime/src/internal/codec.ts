@@ -355,20 +355,46 @@ export interface UnackedMessage {
   payload: Buffer;
   qos: 1 | 2;
   retain: boolean;
+  /** The packet id it was sent with; 0 when it never left the gateway (the client's receive maximum). */
+  packetId: number;
+  /**
+   * QoS 2 the client already received (it sent PUBREC, the gateway sent PUBREL): only the release
+   * is left. Resending it as a new message would deliver it twice.
+   */
+  released: boolean;
 }
 
-/** Close-event payload: repeated `qos u8 | retain u8 | topic u16+bytes | payload u32+bytes`. */
-export function encodeUnacked(messages: readonly UnackedMessage[]): Buffer {
+/** An MQTT client's delivery state when its connection ended, for its next connection (MQTT §4.4). */
+export interface MqttDeliveryState {
+  /** Messages to it, unacknowledged, oldest first. */
+  unacked: UnackedMessage[];
+  /** Packet ids of QoS 2 messages from it that were passed on and await its PUBREL. */
+  awaitingRelease: number[];
+}
+
+/**
+ * Close-event payload: `n u16 | awaiting ids u16×n | messages`, each message
+ * `qos u8 | flags u8 (1 retain, 2 released) | packet id u16 | topic u16+bytes | payload u32+bytes`.
+ */
+export function encodeMqttDeliveryState(state: MqttDeliveryState): Buffer {
+  const messages = state.unacked;
   const topics = messages.map((m) => Buffer.from(m.topic));
-  const size = messages.reduce((sum, m, i) => sum + 8 + topics[i].length + m.payload.length, 0);
+  const ids = state.awaitingRelease.slice(0, 0xffff);
+  const size = 2 + ids.length * 2 + messages.reduce((sum, m, i) => sum + 10 + topics[i].length + m.payload.length, 0);
   const out = Buffer.allocUnsafe(size);
-  let at = 0;
+  out.writeUInt16BE(ids.length, 0);
+  let at = 2;
+  for (const id of ids) {
+    out.writeUInt16BE(id & 0xffff, at);
+    at += 2;
+  }
   messages.forEach((m, i) => {
     out[at] = m.qos;
-    out[at + 1] = m.retain ? 1 : 0;
-    out.writeUInt16BE(topics[i].length, at + 2);
-    topics[i].copy(out, at + 4);
-    at += 4 + topics[i].length;
+    out[at + 1] = (m.retain ? 1 : 0) | (m.released ? 2 : 0);
+    out.writeUInt16BE(m.packetId & 0xffff, at + 2);
+    out.writeUInt16BE(topics[i].length, at + 4);
+    topics[i].copy(out, at + 6);
+    at += 6 + topics[i].length;
     out.writeUInt32BE(m.payload.length, at);
     m.payload.copy(out, at + 4);
     at += 4 + m.payload.length;
@@ -377,21 +403,27 @@ export function encodeUnacked(messages: readonly UnackedMessage[]): Buffer {
 }
 
 /** @throws RangeError on truncated bytes. */
-export function decodeUnacked(bytes: Buffer): UnackedMessage[] {
-  const out: UnackedMessage[] = [];
-  let at = 0;
+export function decodeMqttDeliveryState(bytes: Buffer): MqttDeliveryState {
+  if (bytes.length < 2) throw new RangeError('truncated MQTT delivery state');
+  const count = bytes.readUInt16BE(0);
+  if (2 + count * 2 > bytes.length) throw new RangeError('truncated MQTT delivery state');
+  const awaitingRelease: number[] = [];
+  for (let i = 0; i < count; i++) awaitingRelease.push(bytes.readUInt16BE(2 + i * 2));
+  const unacked: UnackedMessage[] = [];
+  let at = 2 + count * 2;
   while (at < bytes.length) {
-    if (at + 4 > bytes.length) throw new RangeError('truncated unacked message');
+    if (at + 6 > bytes.length) throw new RangeError('truncated unacked message');
     const qos = bytes[at] === 2 ? 2 : 1;
-    const retain = bytes[at + 1] === 1;
-    const topicLength = bytes.readUInt16BE(at + 2);
-    if (at + 8 + topicLength > bytes.length) throw new RangeError('truncated unacked message');
-    const topic = bytes.toString('utf8', at + 4, at + 4 + topicLength);
-    at += 4 + topicLength;
+    const flags = bytes[at + 1];
+    const packetId = bytes.readUInt16BE(at + 2);
+    const topicLength = bytes.readUInt16BE(at + 4);
+    if (at + 10 + topicLength > bytes.length) throw new RangeError('truncated unacked message');
+    const topic = bytes.toString('utf8', at + 6, at + 6 + topicLength);
+    at += 6 + topicLength;
     const length = bytes.readUInt32BE(at);
     if (at + 4 + length > bytes.length) throw new RangeError('truncated unacked payload');
-    out.push({ topic, payload: Buffer.from(bytes.subarray(at + 4, at + 4 + length)), qos, retain });
+    unacked.push({ topic, payload: Buffer.from(bytes.subarray(at + 4, at + 4 + length)), qos, retain: (flags & 1) !== 0, released: (flags & 2) !== 0, packetId });
     at += 4 + length;
   }
-  return out;
+  return { unacked, awaitingRelease };
 }
