@@ -11,6 +11,7 @@ import type { Test } from 'tap';
 import mqtt, { type IClientOptions, type IClientPublishOptions, type IClientSubscribeOptions, type ISubscriptionMap, type MqttClient } from 'mqtt';
 import mqttPacket, { type IPublishPacket, type Packet } from 'mqtt-packet';
 import { WebSocket, type RawData } from 'ws';
+import { Queue } from '../helpers/queue.ts';
 import { GatewayClient } from '../../runtime/src/index.js';
 import { Peer, freePorts, launch, waitFor, type App } from './helpers.js';
 
@@ -145,70 +146,6 @@ export async function textClient(t: Test, port: number): Promise<Peer> {
 
 // ---- a queue of things received, with waits ----------------------------------------------------
 
-/** What a client received, in order; `next` takes the first match (waiting for it), others stay. */
-export class Queue<T> {
-  readonly items: T[] = [];
-  /** Everything ever pushed. */
-  readonly all: T[] = [];
-  private readonly waiters = new Set<() => void>();
-  constructor(private readonly show: (item: T) => unknown = (item) => item) {}
-
-  push(item: T): void {
-    this.items.push(item);
-    this.all.push(item);
-    for (const check of [...this.waiters]) check();
-  }
-
-  private wait<R>(take: () => R | undefined, timeoutMs: number, what: string): Promise<R> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`no ${what} within ${timeoutMs} ms; queued: ${JSON.stringify(this.items.map(this.show)).slice(0, 2000)}`));
-      }, timeoutMs);
-      const check = (): void => {
-        const found = take();
-        if (found === undefined) return;
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(found);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  /** Takes the first item matching `match`, waiting for it. */
-  next(match: (item: T) => boolean = () => true, timeoutMs = 5000, what = 'matching item'): Promise<T> {
-    return this.wait(
-      () => {
-        const i = this.items.findIndex(match);
-        return i === -1 ? undefined : this.items.splice(i, 1)[0];
-      },
-      timeoutMs,
-      what,
-    );
-  }
-
-  /** Takes everything up to and including the first match (waiting for it); returns what came before. */
-  until(match: (item: T) => boolean, timeoutMs = 5000, what = 'the awaited item'): Promise<T[]> {
-    return this.wait(
-      () => {
-        const i = this.items.findIndex(match);
-        return i === -1 ? undefined : this.items.splice(0, i + 1).slice(0, i);
-      },
-      timeoutMs,
-      what,
-    );
-  }
-
-  /** Takes `n` items matching `match` (waiting for them), in arrival order. */
-  async take(n: number, match: (item: T) => boolean = () => true, timeoutMs = 5000, what = 'items'): Promise<T[]> {
-    const out: T[] = [];
-    const deadline = Date.now() + timeoutMs;
-    while (out.length < n) out.push(await this.next(match, Math.max(1, deadline - Date.now()), `${what} #${out.length + 1} of ${n}`));
-    return out;
-  }
-}
 
 /** Resolves as `promise` does, or rejects after `timeoutMs` (a client that was dropped never answers). */
 export function within<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
@@ -455,3 +392,5 @@ export class RawClient {
     this.end();
   }
 }
+
+export { Queue };

@@ -6,6 +6,7 @@
  * packets built by `mqtt-packet` for what no polite client does (not acknowledging, going silent,
  * sending garbage).
  */
+import { Queue } from '../helpers/queue.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -27,71 +28,6 @@ export const noMosquitto = existsSync(MOSQUITTO_PUB) && existsSync(MOSQUITTO_SUB
 
 // ---- a queue of things received, with waits ----------------------------------------------------
 
-/** What a client received, in order; `next` takes the first match (waiting for it), others stay. */
-export class Queue<T> {
-  /** Not taken yet, oldest first. */
-  readonly items: T[] = [];
-  /** Everything ever pushed. */
-  readonly all: T[] = [];
-  private readonly waiters = new Set<() => void>();
-  constructor(private readonly show: (items: T[]) => unknown = (items) => items) {}
-
-  push(item: T): void {
-    this.items.push(item);
-    this.all.push(item);
-    for (const check of [...this.waiters]) check();
-  }
-
-  /** Re-runs the pending waits (something they look at besides the queue changed). */
-  poke(): void {
-    for (const check of [...this.waiters]) check();
-  }
-
-  wait<R>(take: () => R | undefined, timeoutMs: number, what: string): Promise<R> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(check);
-        reject(new Error(`no ${what} within ${timeoutMs} ms; queued: ${JSON.stringify(this.show(this.items))}`));
-      }, timeoutMs);
-      const check = (): void => {
-        const found = take();
-        if (found === undefined) return;
-        clearTimeout(timer);
-        this.waiters.delete(check);
-        resolve(found);
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  next(match: (item: T) => boolean = () => true, timeoutMs = 5000, what = 'matching item'): Promise<T> {
-    return this.wait(
-      () => {
-        const i = this.items.findIndex(match);
-        return i === -1 ? undefined : this.items.splice(i, 1)[0];
-      },
-      timeoutMs,
-      what,
-    );
-  }
-
-  /** Takes everything up to and including the first match (waiting for it); returns what came before. */
-  until(match: (item: T) => boolean, timeoutMs = 5000, what = 'the awaited item'): Promise<T[]> {
-    return this.wait(
-      () => {
-        const i = this.items.findIndex(match);
-        return i === -1 ? undefined : this.items.splice(0, i + 1).slice(0, i);
-      },
-      timeoutMs,
-      what,
-    );
-  }
-
-  drain(): void {
-    this.items.length = 0;
-  }
-}
 
 // ---- the generated hub -----------------------------------------------------------------------
 
@@ -351,7 +287,7 @@ export interface MqttJs {
 }
 
 /** What a `Queue<Received>` shows in a timeout message. */
-const showReceived = (items: Received[]): unknown => items.map((m) => `${m.topic}=${m.payload} q${m.qos}${m.retain ? ' r' : ''}`);
+const showReceived = (m: Received): unknown => `${m.topic}=${m.payload} q${m.qos}${m.retain ? ' r' : ''}`;
 
 /**
  * An `mqtt` npm client (no automatic reconnect) connected to `url`; rejects when the hub refuses.
@@ -438,7 +374,7 @@ export interface RawClient {
 
 /** A connection that sends exactly the bytes it is told to and parses what comes back. */
 export async function rawClient(t: Test, target: Target, version: 4 | 5 = 4): Promise<RawClient> {
-  const packets = new Queue<Packet>((items) => items.map((p) => p.cmd));
+  const packets = new Queue<Packet>((p) => p.cmd);
   const errors: Error[] = [];
   const parser = mqttPacket.parser({ protocolVersion: version });
   parser.on('packet', (p: Packet) => packets.push(p));
@@ -571,3 +507,5 @@ export function within<T>(promise: Promise<T>, timeoutMs: number, what: string):
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
+
+export { Queue };
