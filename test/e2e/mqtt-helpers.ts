@@ -6,7 +6,6 @@
  * packets built by `mqtt-packet` for what no polite client does (not acknowledging, going silent,
  * sending garbage).
  */
-import { Queue } from '../helpers/queue.ts';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -16,6 +15,7 @@ import type { Test } from 'tap';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import mqttPacket, { type IConnackPacket, type IConnectPacket, type Packet } from 'mqtt-packet';
 import { WebSocket, type RawData } from 'ws';
+import { Queue } from '../helpers/queue.ts';
 import { ROOT, ensureRuntimeBuilt, freePort, generator, runCommand, sleep, startApp, waitFor, type Run, type RunningApp } from './helpers.ts';
 
 export { ROOT, freePort, sleep, tempDir, waitFor, type Run } from './helpers.ts';
