@@ -2,7 +2,9 @@
  * End to end, the MQTT hub's delivery promises (see mqtt-hub-protocol.test.ts for the setup):
  * persistent sessions (clean session 0 in 3.1.1, session expiry in 5.0) keep subscriptions and
  * QoS 1/2 messages for an offline device; QoS 2 arrives exactly once, also across a reconnect;
- * a message sent but never acknowledged is sent again when the device returns; retained messages
+ * a message sent but never acknowledged is sent again when the device returns, with its packet id
+ * and DUP set, and a QoS 2 message the device received gets only its PUBREL again (MQTT §4.4);
+ * the device's own QoS 2 PUBLISH resent after a reconnect is delivered once; retained messages
  * and offline sessions survive a restart of the hub.
  */
 import t, { type Test } from 'tap';
@@ -181,15 +183,21 @@ async function rawCarol(t: Test, clientId: string, version: 4 | 5 = 4): Promise<
 
 const isPublish = (payload: string) => (p: { cmd: string }): boolean => p.cmd === 'publish' && String((p as IPublishPacket).payload) === payload;
 
-t.test('in flight: a QoS 1 message never acknowledged is sent again on reconnect', async (t) => {
+t.test('in flight: a QoS 1 message never acknowledged is sent again on reconnect, same packet id, DUP', async (t) => {
   const topic = 'devices/carol/inflight1';
   const a = await rawCarol(t, 'carol-if1');
   a.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }] });
   t.same((await nextPacket(a.raw, 'suback') as { granted: number[] }).granted, [1], 'raw client subscribed at QoS 1');
   const publisher = await js(t, dev.carol!, { clientId: 'carol-if1-pub' });
+  // Two acknowledged first, so the packet id of the third is not the one a new connection starts with.
+  for (const warm of ['warm-1', 'warm-2']) {
+    await publish(publisher, topic, warm, { qos: 1 });
+    a.raw.send({ cmd: 'puback', messageId: ((await nextPacket(a.raw, isPublish(warm))) as IPublishPacket).messageId! });
+  }
   await publish(publisher, topic, 'unacked-1', { qos: 1 });
   const first = (await nextPacket(a.raw, isPublish('unacked-1'))) as IPublishPacket;
   t.equal(first.qos, 1, 'received at QoS 1 — and not acknowledged');
+  t.not(first.messageId, 1, `packet id ${first.messageId}`);
   a.raw.destroy();
   await sleep(500);
 
@@ -197,23 +205,48 @@ t.test('in flight: a QoS 1 message never acknowledged is sent again on reconnect
   t.equal(b.sessionPresent, true, 'session present on return');
   const again = (await nextPacket(b.raw, isPublish('unacked-1'))) as IPublishPacket;
   t.equal(again.qos, 1, 'the unacknowledged message is sent again');
-  t.comment(`resent with dup=${again.dup}, packet id ${again.messageId} (first time ${first.messageId})`);
+  t.equal(again.messageId, first.messageId, `with the packet id it was first sent with (${first.messageId})`);
+  t.equal(again.dup, true, 'and DUP set');
+  t.equal(first.dup, false, 'the first delivery had no DUP');
+  t.same(
+    b.raw.packets.all.map((p) => p.cmd),
+    ['connack', 'publish'],
+    'right after the CONNACK, before anything else',
+  );
   b.raw.send({ cmd: 'puback', messageId: again.messageId! });
   await publish(publisher, topic, 'next', { qos: 1 });
   const next = (await nextPacket(b.raw, 'publish')) as IPublishPacket;
   t.equal(String(next.payload), 'next', 'once acknowledged it is not sent again: the next PUBLISH is the next message');
+  t.equal(next.dup, false, 'a new message, no DUP');
   b.raw.send({ cmd: 'puback', messageId: next.messageId! });
+  b.raw.destroy();
+  await sleep(500);
+  const c = await rawCarol(t, 'carol-if1');
+  await publish(publisher, topic, 'marker', { qos: 1 });
+  await nextPacket(c.raw, isPublish('marker'));
+  t.same(
+    c.raw.packets.all.map((p) => (p.cmd === 'publish' ? `publish:${String((p as IPublishPacket).payload)}` : p.cmd)),
+    ['connack', 'publish:marker'],
+    'all acknowledged: nothing resent on the next reconnect',
+  );
 });
 
-t.test('in flight: QoS 2 resent until PUBREC, then exactly once', async (t) => {
+t.test('in flight: QoS 2 resent until PUBREC (same id, DUP), then only its PUBREL: exactly once', async (t) => {
   const topic = 'devices/carol/inflight2';
   const a = await rawCarol(t, 'carol-if2', 5);
   a.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 2 }] });
   t.same((await nextPacket(a.raw, 'suback') as { granted: number[] }).granted, [2]);
   const publisher = await js(t, dev.carol!, { clientId: 'carol-if2-pub' });
+  // One completed first, so the packet id of the next is not the one a new connection starts with.
+  await publish(publisher, topic, 'warm', { qos: 2 });
+  const warm = (await nextPacket(a.raw, isPublish('warm'))) as IPublishPacket;
+  a.raw.send({ cmd: 'pubrec', messageId: warm.messageId! });
+  await nextPacket(a.raw, 'pubrel');
+  a.raw.send({ cmd: 'pubcomp', messageId: warm.messageId! });
   await publish(publisher, topic, 'unrec', { qos: 2 });
   const first = (await nextPacket(a.raw, isPublish('unrec'))) as IPublishPacket;
   t.equal(first.qos, 2, 'QoS 2 PUBLISH received — no PUBREC sent');
+  t.not(first.messageId, 1, `packet id ${first.messageId}`);
   a.raw.destroy();
   await sleep(500);
 
@@ -221,25 +254,44 @@ t.test('in flight: QoS 2 resent until PUBREC, then exactly once', async (t) => {
   t.equal(b.sessionPresent, true);
   const again = (await nextPacket(b.raw, isPublish('unrec'))) as IPublishPacket;
   t.equal(again.qos, 2, 'sent again on reconnect');
+  t.same([again.messageId, again.dup], [first.messageId, true], 'with its packet id and DUP set (5.0)');
   b.raw.send({ cmd: 'pubrec', messageId: again.messageId! });
   const pubrel = (await nextPacket(b.raw, 'pubrel')) as IPubrelPacket;
   t.equal(pubrel.messageId, again.messageId, 'PUBREC → PUBREL');
   b.raw.send({ cmd: 'pubcomp', messageId: again.messageId! });
 
-  // Received (PUBREC sent) but PUBCOMP not: gone now, it must not come a third time as a PUBLISH.
+  // Received (PUBREC sent) but PUBCOMP not: on reconnect only the PUBREL comes again, with the
+  // same packet id; the message is not published a third time.
   await publish(publisher, topic, 'rec-no-comp', { qos: 2 });
   const third = (await nextPacket(b.raw, isPublish('rec-no-comp'))) as IPublishPacket;
   b.raw.send({ cmd: 'pubrec', messageId: third.messageId! });
-  await nextPacket(b.raw, 'pubrel');
+  t.equal(((await nextPacket(b.raw, 'pubrel')) as IPubrelPacket).messageId, third.messageId, 'PUBREC → PUBREL, and no PUBCOMP from the client');
   b.raw.destroy();
   await sleep(500);
   const c = await rawCarol(t, 'carol-if2', 5);
+  t.equal(c.sessionPresent, true);
+  const rel = (await nextPacket(c.raw, 'pubrel')) as IPubrelPacket;
+  t.equal(rel.messageId, third.messageId, `PUBREL sent again with the same packet id (${third.messageId})`);
+  c.raw.send({ cmd: 'pubcomp', messageId: rel.messageId });
   await publish(publisher, topic, 'marker', { qos: 2 });
   const marker = (await nextPacket(c.raw, isPublish('marker'))) as IPublishPacket;
   c.raw.send({ cmd: 'pubrec', messageId: marker.messageId! });
+  t.equal(((await nextPacket(c.raw, 'pubrel')) as IPubrelPacket).messageId, marker.messageId);
+  c.raw.send({ cmd: 'pubcomp', messageId: marker.messageId! });
   const seen = c.raw.packets.all.map((p) => (p.cmd === 'publish' ? `publish:${String((p as IPublishPacket).payload)}` : p.cmd));
-  t.notOk(seen.includes('publish:rec-no-comp') || seen.includes('publish:unrec'), `a message whose PUBREC the hub got is not published again (after reconnect: ${seen.join(', ')})`);
-  t.comment(`PUBREL resent for the pending PUBCOMP: ${seen.includes('pubrel') ? 'yes' : 'no'}`);
+  t.same(seen, ['connack', 'pubrel', 'publish:marker', 'pubrel'], 'after the reconnect: the PUBREL, then the next message; neither received message is published again');
+
+  // Completed (PUBCOMP sent): nothing left for the next connection.
+  c.raw.destroy();
+  await sleep(500);
+  const d = await rawCarol(t, 'carol-if2', 5);
+  await publish(publisher, topic, 'end', { qos: 2 });
+  await nextPacket(d.raw, isPublish('end'));
+  t.same(
+    d.raw.packets.all.map((p) => (p.cmd === 'publish' ? `publish:${String((p as IPublishPacket).payload)}` : p.cmd)),
+    ['connack', 'publish:end'],
+    'once PUBCOMP came, no PUBREL on the next reconnect',
+  );
 });
 
 t.test('inbound QoS 2: a duplicate PUBLISH before PUBREL is delivered once', async (t) => {
@@ -278,6 +330,50 @@ t.test('inbound QoS 2: a duplicate PUBLISH before PUBREL is delivered once', asy
   again.raw.send({ cmd: 'pubrel', messageId: 44 });
   const more = await sub.received.until((m) => m.payload === 'end');
   t.same(more.map((m) => m.payload), ['across'], 'a PUBLISH resent with DUP after a reconnect is delivered once (MQTT 4.3.3, method B)');
+});
+
+t.test('take-over: the in-flight state moves to the new connection', async (t) => {
+  const topic = 'devices/carol/takeover';
+  const a = await rawCarol(t, 'carol-to', 5);
+  a.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 2 }] });
+  await nextPacket(a.raw, 'suback');
+  const publisher = await js(t, dev.carol!, { clientId: 'carol-to-pub' });
+  await publish(publisher, topic, 'warm', { qos: 1 });
+  a.raw.send({ cmd: 'puback', messageId: ((await nextPacket(a.raw, isPublish('warm'))) as IPublishPacket).messageId! });
+  await publish(publisher, topic, 'to-unacked', { qos: 1 });
+  const unacked = (await nextPacket(a.raw, isPublish('to-unacked'))) as IPublishPacket;
+  await publish(publisher, topic, 'to-released', { qos: 2 });
+  const released = (await nextPacket(a.raw, isPublish('to-released'))) as IPublishPacket;
+  a.raw.send({ cmd: 'pubrec', messageId: released.messageId! });
+  await nextPacket(a.raw, 'pubrel');
+  // Its own QoS 2 PUBLISH: PUBREC comes, PUBREL is not sent before the take-over.
+  const sub = await js(t, dev.carol!, { clientId: 'carol-to-sub' });
+  await subscribe(sub, `${topic}/in`, { qos: 2 });
+  const inbound: IPublishPacket = { cmd: 'publish', topic: `${topic}/in`, payload: Buffer.from('to-inbound'), qos: 2, messageId: 300, retain: false, dup: false };
+  a.raw.send(inbound);
+  await nextPacket(a.raw, 'pubrec');
+
+  // Same client id while the first connection is still open: it takes over.
+  const b = await rawCarol(t, 'carol-to', 5);
+  t.equal(b.sessionPresent, true, 'session present');
+  t.match(await nextPacket(a.raw, 'disconnect'), { reasonCode: 0x8e }, 'the old connection: DISCONNECT 0x8E');
+  const again = (await nextPacket(b.raw, isPublish('to-unacked'))) as IPublishPacket;
+  t.same([again.messageId, again.dup], [unacked.messageId, true], `the unacknowledged message: same packet id (${unacked.messageId}), DUP`);
+  t.equal(((await nextPacket(b.raw, 'pubrel')) as IPubrelPacket).messageId, released.messageId, 'the released one: its PUBREL again');
+  b.raw.send({ cmd: 'puback', messageId: again.messageId! });
+  b.raw.send({ cmd: 'pubcomp', messageId: released.messageId! });
+  b.raw.send({ ...inbound, dup: true });
+  t.equal((await nextPacket(b.raw, 'pubrec')).messageId, 300, 'its own QoS 2 PUBLISH resent: PUBREC');
+  b.raw.send({ cmd: 'pubrel', messageId: 300 });
+  await nextPacket(b.raw, 'pubcomp');
+  b.raw.send({ ...inbound, messageId: 301, payload: Buffer.from('to-end') });
+  await nextPacket(b.raw, 'pubrec');
+  b.raw.send({ cmd: 'pubrel', messageId: 301 });
+  t.same((await sub.received.until((m) => m.payload === 'to-end')).map((m) => m.payload), ['to-inbound'], 'and delivered once');
+  t.notOk(
+    b.raw.packets.all.some((p) => p.cmd === 'publish' && String((p as IPublishPacket).payload) === 'to-released'),
+    'the released message is not published again',
+  );
 });
 
 t.test('a restart keeps retained messages and offline sessions', { skip: noMosquitto }, async (t) => {

@@ -14,6 +14,7 @@ import { HUB_CORE_FILES, renderHub } from './render.ts';
 type StateModule = typeof import('../../templates/mqtt-hub/app/store/state.ts');
 type ClientModule = typeof import('../../templates/mqtt-hub/app/store/client.ts');
 type StoredMessage = import('../../templates/mqtt-hub/app/store/state.ts').StoredMessage;
+type StoredInflight = import('../../templates/mqtt-hub/app/store/state.ts').StoredInflight;
 
 const hub = renderHub(t, HUB_CORE_FILES);
 const { StoreState, StoreFile, encodeJson, decodeJson } = await hub.load<StateModule>('Applications/Hub/store/state.ts');
@@ -25,6 +26,17 @@ const msg = (topic: string, payload: string, qos: 0 | 1 | 2 = 1, extra: Partial<
   qos,
   ...extra,
 });
+/** An unacknowledged message as `ctx.unacked` gives it at close. */
+const sent = (topic: string, payload: string, packetId: number, opts: { qos?: 1 | 2; released?: boolean; retain?: boolean } = {}): StoredInflight => ({
+  topic,
+  payload: Buffer.from(payload),
+  qos: opts.qos ?? 1,
+  retain: opts.retain ?? false,
+  packetId,
+  released: opts.released ?? false,
+});
+/** `payload@packetId` (`+rel` when released), in order. */
+const flights = (messages: StoredInflight[]): string[] => messages.map((m) => `${m.payload.toString()}@${m.packetId}${m.released ? '+rel' : ''}`);
 const texts = (messages: StoredMessage[]): string[] => messages.map((m) => `${m.topic}=${m.payload.toString()}`).sort();
 
 /** A state with a clock the test moves. */
@@ -132,7 +144,7 @@ t.test('persistent sessions: subscriptions and QoS ≥ 1 messages kept while off
   state.queueForOffline(msg('devices/dev1/cmd', 'too early', 1));
   t.equal(state.inspect('dev1')?.queued.length, 0, 'nothing queued while the device is online');
 
-  state.closeSession('dev1', [msg('devices/dev1/cmd', 'unacked', 2)]);
+  state.closeSession('dev1', [sent('devices/dev1/cmd', 'unacked', 7, { qos: 2 })]);
   t.equal(state.inspect('dev1')?.online, false);
   t.equal(state.queueForOffline(msg('devices/dev1/cmd', 'q2', 2)), 1);
   t.equal(state.queueForOffline(msg('broadcast/all', 'b1', 2, { retain: true })), 1, 'several matching filters: queued once');
@@ -146,13 +158,14 @@ t.test('persistent sessions: subscriptions and QoS ≥ 1 messages kept while off
   t.same(
     again.queued.map((m) => [m.topic, m.payload.toString(), m.qos, m.retain]),
     [
-      ['devices/dev1/cmd', 'unacked', 2, undefined],
       ['devices/dev1/cmd', 'q2', 2, false],
       ['broadcast/all', 'b1', 1, true],
     ],
-    'unacked first, then in publish order; qos = min(publish, granted); retain kept only with retainAsPublished',
+    'in publish order; qos = min(publish, granted); retain kept only with retainAsPublished',
   );
-  t.equal(state.openSession('dev1', { clean: false, expirySeconds: 3600 }).queued.length, 0, 'the queue was handed over once');
+  t.same(flights(again.inflight), ['unacked@7'], 'the unacknowledged message apart, with its packet id');
+  const handed = state.openSession('dev1', { clean: false, expirySeconds: 3600 });
+  t.equal(handed.queued.length + handed.inflight.length, 0, 'the queue and the in-flight state were handed over once');
 
   const clean = state.openSession('dev1', { clean: true, expirySeconds: 3600 });
   t.equal(clean.present, false, 'clean start drops the old session');
@@ -233,6 +246,111 @@ t.test('a late close of a taken-over connection leaves the new one alone', async
   state.closeSession('dev', [], { generation: current.generation });
   t.equal(state.inspect('dev')?.online, false);
   t.same(texts(state.openSession('dev', { clean: false, expirySeconds: 60 }).queued), ['t=unacked by the old connection'], 'the old unacked messages are not lost');
+});
+
+t.test('in-flight state: kept as it is, apart from the offline queue, handed out once', async (t) => {
+  const { state } = model({ maxQueuedPerSession: 2 });
+  const first = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.same([first.inflight, first.awaitingRelease], [[], []], 'a new session has none');
+  state.addSubscriptions('dev', [{ filter: 't', qos: 2 }]);
+  state.closeSession(
+    'dev',
+    [
+      sent('t', 'q1', 5),
+      sent('t', 'q2', 6, { qos: 2, retain: true }),
+      sent('t', 'rel', 7, { qos: 2, released: true }),
+      sent('t', 'held back', 0),
+      { ...sent('t', 'no id', 0), packetId: undefined } as unknown as StoredInflight,
+      msg('t', 'qos 0 is never in flight', 0),
+    ],
+    { generation: first.generation, awaitingRelease: [9, 9, 12, 0, 70_000] },
+  );
+  t.same(flights(state.inspect('dev')!.inflight), ['q1@5', 'q2@6', 'rel@7+rel', 'held back@0', 'no id@0'], 'stored as given; no packet id is 0 (goes out fresh)');
+  t.same(state.inspect('dev')!.awaitingRelease, [9, 12], 'awaitingRelease: valid ids, each once');
+  t.same(state.inspect('dev')!.queued, [], 'nothing of it in the queue');
+  for (let i = 1; i <= 3; i++) state.queueForOffline(msg('t', `later-${i}`));
+  t.equal(state.inspect('dev')!.dropped, 1, 'the queue stays bounded on its own');
+
+  const back = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.equal(back.present, true);
+  t.same(flights(back.inflight), ['q1@5', 'q2@6', 'rel@7+rel', 'held back@0', 'no id@0'], 'in flight, oldest first, untouched by the queue bound');
+  t.same(
+    back.inflight.map((m) => [m.qos, m.retain]),
+    [
+      [1, false],
+      [2, true],
+      [2, false],
+      [1, false],
+      [1, false],
+    ],
+    'QoS and retain kept',
+  );
+  t.same(back.awaitingRelease, [9, 12]);
+  t.same(back.queued.map((m) => m.payload.toString()), ['later-2', 'later-3'], 'the queue, apart');
+  const again = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.same([again.inflight, again.awaitingRelease, again.queued], [[], [], []], 'handed out once');
+
+  // A close replaces nothing it should not: the state of this connection only.
+  state.closeSession('dev', [sent('t', 'next', 1)], { generation: again.generation, awaitingRelease: [3] });
+  const third = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  t.same([flights(third.inflight), third.awaitingRelease], [['next@1'], [3]]);
+
+  // Clean start, or a session ending with its connection, drops it.
+  state.closeSession('dev', [sent('t', 'x', 2)], { generation: third.generation, awaitingRelease: [4] });
+  const clean = state.openSession('dev', { clean: true, expirySeconds: 60 });
+  t.same([clean.present, clean.inflight, clean.awaitingRelease], [false, [], []], 'clean start drops the in-flight state');
+  state.closeSession('dev', [sent('t', 'y', 2)], { generation: clean.generation, awaitingRelease: [4], expirySeconds: 0 });
+  t.equal(state.inspect('dev'), undefined, 'expiry 0 at close: the session ends, in-flight state and all');
+  const temp = state.openSession('tmp', { clean: true, expirySeconds: 0 });
+  state.closeSession('tmp', [sent('t', 'z', 2)], { generation: temp.generation, awaitingRelease: [4] });
+  t.equal(state.inspect('tmp'), undefined, 'a non-persistent session keeps nothing');
+  t.same(state.openSession('tmp', { clean: false, expirySeconds: 60 }).inflight, []);
+});
+
+t.test('in-flight state of a late close (take-over that did not wait): unreleased messages queued fresh', async (t) => {
+  const { state } = model();
+  const old = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  const current = state.openSession('dev', { clean: false, expirySeconds: 60 });
+  state.closeSession('dev', [sent('t', 'unacked', 3), sent('t', 'rel', 4, { qos: 2, released: true }), sent('t', 'waiting', 0)], {
+    generation: old.generation,
+    awaitingRelease: [8],
+  });
+  const view = state.inspect('dev')!;
+  t.equal(view.online, true, 'the current connection stays online');
+  t.same([view.inflight, view.awaitingRelease], [[], []], 'nothing in flight: the current connection has restored its state already');
+  t.same(
+    view.queued.map((m) => [m.payload.toString(), 'packetId' in m, 'released' in m]),
+    [
+      ['unacked', false, false],
+      ['waiting', false, false],
+    ],
+    'unreleased ones queued as plain messages (new packet ids); the released one, received already, is not',
+  );
+  state.closeSession('dev', [], { generation: current.generation });
+  t.same(texts(state.openSession('dev', { clean: false, expirySeconds: 60 }).queued), ['t=unacked', 't=waiting']);
+});
+
+t.test('in-flight state in the snapshot; a file without it loads', async (t) => {
+  const { state, clock } = model();
+  const opened = state.openSession('p', { clean: false, expirySeconds: 100 });
+  state.closeSession('p', [sent('q/a', 'bin\u0000', 65_535, { qos: 2 }), sent('q/b', 'rel', 1, { qos: 2, released: true })], { generation: opened.generation, awaitingRelease: [77] });
+  const snapshot = JSON.parse(encodeJson(state.snapshot())) as { sessions: Array<Record<string, unknown>> };
+  t.match(snapshot.sessions[0], { inflight: [{ topic: 'q/a', packetId: 65_535, released: false }, { topic: 'q/b', packetId: 1, released: true }], awaitingRelease: [77] });
+
+  const copy = new StoreState({ maxQueuedPerSession: 100, maxRetained: 100, now: () => clock.now });
+  t.equal(copy.restore(decodeJson(JSON.stringify(snapshot))), 0);
+  const back = copy.openSession('p', { clean: false, expirySeconds: 100 });
+  t.same(flights(back.inflight), ['bin\u0000@65535', 'rel@1+rel']);
+  t.same(back.inflight[0].payload, Buffer.from('bin\u0000'));
+  t.same(back.awaitingRelease, [77]);
+
+  // Written before in-flight state was kept: no inflight / awaitingRelease keys.
+  delete snapshot.sessions[0].inflight;
+  delete snapshot.sessions[0].awaitingRelease;
+  const older = new StoreState({ maxQueuedPerSession: 100, maxRetained: 100, now: () => clock.now });
+  t.equal(older.restore(decodeJson(JSON.stringify(snapshot))), 0, 'nothing skipped');
+  const old = older.openSession('p', { clean: false, expirySeconds: 100 });
+  t.same([old.present, old.inflight, old.awaitingRelease], [true, [], []], 'present, nothing in flight');
 });
 
 t.test("resume: 'later' keeps queueing until the subscriptions are live again", async (t) => {
@@ -384,9 +502,12 @@ t.test('the store process, through StoreClient: persistence, outages', async (t)
   t.ok(Buffer.isBuffer(retained[0].payload), 'payloads come back as Buffers');
 
   const opened = await patient.openSession('dev', { clean: false, expirySeconds: 3600 });
-  t.match(opened, { present: false, subscriptions: [], queued: [], dropped: 0, generation: Number });
+  t.match(opened, { present: false, subscriptions: [], inflight: [], awaitingRelease: [], queued: [], dropped: 0, generation: Number });
   await patient.addSubscriptions('dev', [{ filter: 'devices/dev/#', qos: 2 }]);
-  await patient.closeSession('dev', [msg('devices/dev/cmd', 'unacked', 1)], { generation: opened.generation });
+  await patient.closeSession('dev', [sent('devices/dev/cmd', 'unacked', 12), sent('devices/dev/cmd', 'released', 13, { qos: 2, released: true })], {
+    generation: opened.generation,
+    awaitingRelease: [40, 41],
+  });
   await patient.queueForOffline(msg('devices/dev/cmd', 'while away', 2));
   await patient.queueForOffline(msg('devices/dev/cmd', 'never stored', 0));
   const resuming = await patient.openSession('dev2', { clean: false, expirySeconds: 60, resume: 'later' });
@@ -396,6 +517,8 @@ t.test('the store process, through StoreClient: persistence, outages', async (t)
   await patient.closeSession('dev2', [], { generation: resuming.generation, expirySeconds: 0 });
 
   await t.rejects(patient.retainedFor([42 as unknown as string]), { name: 'StoreError', message: /filters\[0\] must be a non-empty string/ }, 'bad arguments are refused with a reason');
+  await t.rejects(patient.closeSession('dev', [sent('t', 'x', 70_000)]), { name: 'StoreError', message: /unacked\[0\] must be a message .*packetId/ }, 'a packet id out of range is refused');
+  await t.rejects(patient.closeSession('dev', [], { awaitingRelease: [0] }), { name: 'StoreError', message: /opts\.awaitingRelease must be an array of packet ids/ }, 'so is an awaitingRelease id 0');
   t.same((await patient.stats()).sessions, 1, 'and the connection stays usable');
 
   // A clean stop saves; a new store process finds everything.
@@ -405,7 +528,10 @@ t.test('the store process, through StoreClient: persistence, outages', async (t)
   const back = await patient.openSession('dev', { clean: false, expirySeconds: 3600 });
   t.equal(back.present, true, 'the session survives a restart');
   t.same(back.subscriptions, [{ filter: 'devices/dev/#', qos: 2 }]);
-  t.same(back.queued.map((m) => [m.payload.toString(), m.qos]), [['unacked', 1], ['while away', 2]]);
+  t.same(back.queued.map((m) => [m.payload.toString(), m.qos]), [['while away', 2]], 'the offline queue survives a restart');
+  t.same(flights(back.inflight), ['unacked@12', 'released@13+rel'], 'and the in-flight state, packet ids and released flags included');
+  t.ok(back.inflight.every((m) => Buffer.isBuffer(m.payload)), 'in-flight payloads come back as Buffers');
+  t.same(back.awaitingRelease, [40, 41], 'and the ids awaiting PUBREL');
   t.equal((await client.stats()).sessions, 1, 'the short-timeout client connects once the store is up');
 
   // kill -9 after the debounce: the change is on disk already.

@@ -2,7 +2,9 @@
  * CONNECT: who is this (username = device id, password checked against devices.json), which
  * session (the MQTT client identifier, scoped to the device), take over an older connection of the
  * same session, open the session in the store, CONNACK, then restore what a persistent session
- * kept: its subscriptions, and the QoS 1/2 messages queued while it was away.
+ * kept: first the deliveries its last connection left in flight (resent with their packet ids and
+ * DUP, PUBREL again for released ones, the client's QoS 2 ids awaiting PUBREL still deduplicated),
+ * then its subscriptions, and the QoS 1/2 messages queued while it was away.
  *
  * Refusals get the CONNACK code of the client's version and the connection is closed:
  *
@@ -150,11 +152,26 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
       sharedSubscriptionAvailable: false,
     };
   } else connack.returnCode = 0;
+  // The client's QoS 2 PUBLISHes still awaiting its PUBREL stay deduplicated (MQTT 4.3.3): told to
+  // the gateway before the CONNACK, so a PUBLISH it resends once connected finds them there.
+  if (opened.awaitingRelease.length > 0) {
+    await Gateway.restoreMqttSession(clientId, { awaitingRelease: opened.awaitingRelease }).catch((error: unknown) =>
+      log.error('CONNECT: restoring the QoS 2 ids awaiting release failed', { client: clientId, mqttClientId, error: describeError(error) }),
+    );
+  }
   // CONNACK first: everything below reaches the client through the same link, after it.
   await ctx.send(encodeMqttPacket(connack, version));
   log.debug('MQTT client connected', { client: clientId, device: deviceId, mqttClientId, version, clean, expiry, present: connack.sessionPresent });
 
   try {
+    // MQTT §4.4: what the last connection left unacknowledged goes out again first, all of it: the
+    // gateway resends it with its packet ids and DUP, sends PUBREL again for released messages, and
+    // sends fresh what never left. Same link as the CONNACK and the deliveries below, so it arrives
+    // between them.
+    if (opened.inflight.length > 0) {
+      await Gateway.restoreMqttSession(clientId, { unacked: opened.inflight });
+      log.debug('in-flight messages restored', { client: clientId, mqttClientId, count: opened.inflight.length });
+    }
     await Promise.all(
       subscriptions.map((sub) =>
         Gateway.subscribe(clientId, sub.filter, { qos: sub.qos, noLocal: sub.noLocal, retainAsPublished: sub.retainAsPublished, subscriptionId: sub.subscriptionId }),

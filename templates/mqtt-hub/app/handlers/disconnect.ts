@@ -2,8 +2,10 @@
  * The end of a connection: the DISCONNECT packet (a clean goodbye), and the close itself, clean or
  * not (network gone, keep-alive timeout, protocol error, `kill -9` of the client, taken over).
  *
- * At close: the session is handed back to the store (a persistent one keeps the messages the
- * client never acknowledged, for its next connection); unless the client said goodbye, its will is
+ * At close: the session is handed back to the store (a persistent one keeps its delivery state for
+ * the next connection: the messages the client never acknowledged, with their packet ids and
+ * whether only the PUBREL is left, and the ids of the client's QoS 2 PUBLISHes awaiting its
+ * PUBREL; a clean session drops them); unless the client said goodbye, its will is
  * published; and the device's presence becomes `0` when this was its last connection. A connection
  * taken over by a newer one with the same client id publishes neither will nor presence: the
  * device is still there.
@@ -12,7 +14,7 @@ import { Gateway, describeError, log, type Context, type MqttPacket } from 'gate
 import { canPublish } from '../acl.ts';
 import { Reason, deviceGroup, encodeDisconnect, fromStoredProperties, hubSession, presenceTopic, type HubSession } from './context.ts';
 import { routeMessage } from './publish.ts';
-import { store, type StoredMessage } from './store.ts';
+import { store, type StoredInflight } from './store.ts';
 
 /** MQTT 5 "disconnect with will message": a goodbye that still wants the will published. */
 const DISCONNECT_WITH_WILL = 0x04;
@@ -50,11 +52,21 @@ export async function handleClose(clientId: string, ctx: Context): Promise<void>
   takers = takers.filter((id) => id !== clientId);
 
   if (session.connected) {
-    const unacked: StoredMessage[] = ctx.unacked.map(({ topic, payload, qos, retain }) => ({ topic, payload, qos, retain }));
+    // All of it, as the gateway reported it: the next connection resends with the same packet
+    // ids (DUP set), PUBREL again for the released ones (Gateway.restoreMqttSession). The store
+    // keeps it only for a persistent session.
+    const unacked: StoredInflight[] = ctx.unacked.map(({ topic, payload, qos, retain, packetId, released }) => ({ topic, payload, qos, retain, packetId, released }));
+    const awaitingRelease = [...ctx.awaitingRelease];
     try {
-      await store().closeSession(session.key, unacked, { generation: session.generation, expirySeconds: session.expiry });
+      await store().closeSession(session.key, unacked, { generation: session.generation, expirySeconds: session.expiry, awaitingRelease });
     } catch (error) {
-      log.error('close: session not handed back to the store', { client: clientId, mqttClientId: session.mqttClientId, unacked: unacked.length, error: describeError(error) });
+      log.error('close: session not handed back to the store', {
+        client: clientId,
+        mqttClientId: session.mqttClientId,
+        unacked: unacked.length,
+        awaitingRelease: awaitingRelease.length,
+        error: describeError(error),
+      });
     }
   }
   for (const taker of takers) {

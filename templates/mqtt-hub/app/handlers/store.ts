@@ -5,7 +5,7 @@
 import { config } from '../config.ts';
 import { StoreClient } from '../store/client.ts';
 
-export type { OpenedSession, StoredMessage, StoredSubscription } from '../store/client.ts';
+export type { OpenedSession, StoredInflight, StoredMessage, StoredSubscription } from '../store/client.ts';
 
 let client: StoreClient | null = null;
 

@@ -5,9 +5,9 @@
  */
 import { AsyncConnection, log } from 'gatewayworker';
 import { storeProof } from './server.ts';
-import { decodeJson, encodeJson, type OpenedSession, type OpenOptions, type StoredMessage, type StoredSubscription } from './state.ts';
+import { decodeJson, encodeJson, type CloseOptions, type OpenedSession, type OpenOptions, type StoredInflight, type StoredMessage, type StoredSubscription } from './state.ts';
 
-export type { MessageProperties, OpenedSession, OpenOptions, StoredMessage, StoredSubscription } from './state.ts';
+export type { CloseOptions, MessageProperties, OpenedSession, OpenOptions, StoredInflight, StoredMessage, StoredSubscription } from './state.ts';
 
 /** A store call that failed: not reachable in time, the link dropped mid-call, or refused by the store. */
 export class StoreError extends Error {
@@ -84,9 +84,11 @@ export class StoreClient {
 
   /**
    * A device connects. `clean` drops any old session; `expirySeconds` > 0 keeps the session that
-   * long after the connection ends. Returns what a persistent session kept (subscriptions, and
-   * queued QoS ≥ 1 messages oldest first, now out of the queue) and marks it online. Pass the
-   * returned `generation` to {@link closeSession}. With `resume: 'later'`, see {@link resumeSession}.
+   * long after the connection ends. Returns what a persistent session kept — subscriptions, what
+   * its last connection left in flight (`inflight`, `awaitingRelease`: for
+   * `Gateway.restoreMqttSession`) and queued QoS ≥ 1 messages oldest first, all now out of the
+   * store — and marks it online. Pass the returned `generation` to {@link closeSession}. With
+   * `resume: 'later'`, see {@link resumeSession}.
    */
   openSession(clientId: string, opts: OpenOptions): Promise<OpenedSession> {
     return this.call('openSession', [clientId, opts]) as Promise<OpenedSession>;
@@ -113,12 +115,14 @@ export class StoreClient {
   }
 
   /**
-   * A device left: a persistent session goes offline (its expiry starts; `unacked` queued first),
-   * others end. With `generation` (from openSession), a late close of a connection that was taken
-   * over leaves the newer connection's session alone. `expirySeconds` replaces the session's
-   * expiry (an MQTT 5 DISCONNECT may change it).
+   * A device left: a persistent session goes offline (its expiry starts) and keeps `unacked`
+   * (`ctx.unacked`, packet ids and released flags as they are) and `opts.awaitingRelease`
+   * (`ctx.awaitingRelease`) for its next connection; others end. With `generation` (from
+   * openSession), a late close of a connection that was taken over leaves the newer connection's
+   * session alone (its unreleased messages are queued instead). `expirySeconds` replaces the
+   * session's expiry (an MQTT 5 DISCONNECT may change it).
    */
-  async closeSession(clientId: string, unacked: StoredMessage[], opts: { generation?: number; expirySeconds?: number } = {}): Promise<void> {
+  async closeSession(clientId: string, unacked: readonly (StoredInflight | StoredMessage)[], opts: CloseOptions = {}): Promise<void> {
     await this.call('closeSession', [clientId, unacked, opts]);
   }
 

@@ -11,7 +11,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { log, Worker, type Connection } from 'gatewayworker';
-import { decodeJson, encodeJson, StoreFile, StoreState, toMessage, toSubscription, type StoredMessage, type StoredSubscription } from './state.ts';
+import { decodeJson, encodeJson, StoreFile, StoreState, toInflight, toMessage, toSubscription, type StoredInflight, type StoredMessage, type StoredSubscription } from './state.ts';
 
 /** Settings of {@link createStoreWorker}. */
 export interface StoreServerOptions {
@@ -53,9 +53,26 @@ function message(value: unknown, what: string): StoredMessage {
   return m;
 }
 
-function messages(value: unknown, what: string): StoredMessage[] {
+/** Unacknowledged messages of a closing connection: messages with an optional packet id and released flag. */
+function inflight(value: unknown, what: string): StoredInflight[] {
   if (!Array.isArray(value)) throw new RequestError(`${what} must be an array of messages`);
-  return value.map((item, i) => message(item, `${what}[${i}]`));
+  return value.map((item, i) => {
+    const m = toInflight(item);
+    const { packetId, released } = (item ?? {}) as Record<string, unknown>;
+    const validId = packetId === undefined || (typeof packetId === 'number' && Number.isInteger(packetId) && packetId >= 0 && packetId <= 0xffff);
+    if (!m || !validId || (released !== undefined && typeof released !== 'boolean')) {
+      throw new RequestError(`${what}[${i}] must be a message { topic, payload: Buffer, qos: 1 | 2, packetId?: 0–65535, released?: boolean }`);
+    }
+    return m;
+  });
+}
+
+function packetIdList(value: unknown, what: string): number[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((id) => typeof id === 'number' && Number.isInteger(id) && id >= 1 && id <= 0xffff)) {
+    throw new RequestError(`${what} must be an array of packet ids (1–65535)`);
+  }
+  return value as number[];
 }
 
 function subscriptions(value: unknown, what: string): StoredSubscription[] {
@@ -96,7 +113,8 @@ function operations(state: StoreState): Record<string, (args: unknown[]) => unkn
       const o = record(opts, 'opts');
       const generation = o.generation === undefined ? undefined : seconds(o.generation, 'opts.generation');
       const expirySeconds = o.expirySeconds === undefined ? undefined : seconds(o.expirySeconds, 'opts.expirySeconds');
-      state.closeSession(text(clientId, 'clientId'), messages(unacked ?? [], 'unacked'), { generation, expirySeconds });
+      const awaitingRelease = packetIdList(o.awaitingRelease, 'opts.awaitingRelease');
+      state.closeSession(text(clientId, 'clientId'), inflight(unacked ?? [], 'unacked'), { generation, expirySeconds, awaitingRelease });
     },
     queueForOffline: ([m]) => state.queueForOffline(message(m, 'message')),
     stats: () => state.stats(),

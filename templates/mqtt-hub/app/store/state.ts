@@ -1,6 +1,7 @@
 /**
- * The store's model, in memory: retained messages and persistent sessions (subscriptions plus the
- * QoS 1/2 messages queued while the device is away), and its file, `<dataDir>/store.json`.
+ * The store's model, in memory: retained messages and persistent sessions (subscriptions, the
+ * QoS 1/2 messages queued while the device is away, and the delivery state its last connection left
+ * in flight), and its file, `<dataDir>/store.json`.
  * Pure apart from {@link StoreFile}: the store process (server.ts) drives it, tests use it directly.
  */
 import { randomBytes } from 'node:crypto';
@@ -28,6 +29,20 @@ export interface StoredMessage {
   properties?: MessageProperties;
 }
 
+/**
+ * A message the hub sent to a client that the client had not acknowledged when its connection
+ * ended (MQTT §4.4): the next connection resends it with the same packet id and DUP set, or, when
+ * `released`, sends only its PUBREL again.
+ */
+export interface StoredInflight extends StoredMessage {
+  qos: 1 | 2;
+  retain: boolean;
+  /** The packet id it was sent with; 0: never sent (held back by the client's receive maximum), goes out fresh. */
+  packetId: number;
+  /** QoS 2 the client already received (PUBREC came, PUBREL was sent): only the release is left. */
+  released: boolean;
+}
+
 /** A subscription of a persistent session, as granted. */
 export interface StoredSubscription {
   filter: string;
@@ -42,7 +57,14 @@ export interface OpenedSession {
   /** A session was there (MQTT's "session present"). */
   present: boolean;
   subscriptions: StoredSubscription[];
-  /** QoS ≥ 1 messages kept while the device was away, oldest first; now out of the queue. */
+  /**
+   * What the last connection left in flight, oldest first, as it was (packet ids, released):
+   * for `Gateway.restoreMqttSession`, before anything else is delivered. Now out of the store.
+   */
+  inflight: StoredInflight[];
+  /** Packet ids of the client's own QoS 2 PUBLISHes still awaiting its PUBREL (for `restoreMqttSession`). */
+  awaitingRelease: number[];
+  /** QoS ≥ 1 messages kept while the device was away, oldest first, to deliver fresh; now out of the queue. */
   queued: StoredMessage[];
   /** Queued messages dropped since the last connection because the queue was full. */
   dropped: number;
@@ -66,6 +88,8 @@ export interface CloseOptions {
   generation?: number;
   /** A new expiry (MQTT 5 DISCONNECT may change it); 0 ends the session now. */
   expirySeconds?: number;
+  /** Packet ids of the client's QoS 2 PUBLISHes awaiting its PUBREL (`ctx.awaitingRelease`). */
+  awaitingRelease?: readonly number[];
 }
 
 /** Limits and clock of a {@link StoreState}. */
@@ -102,6 +126,9 @@ interface Session {
   subscriptions: Map<string, StoredSubscription>;
   queue: Entry[];
   dropped: number;
+  /** Delivery state the last connection left (MQTT §4.4), kept apart from the queue; empty while online. */
+  inflight: StoredInflight[];
+  awaitingRelease: number[];
 }
 
 interface RetainedNode {
@@ -318,7 +345,19 @@ export class StoreState {
     }
     const present = session !== undefined;
     if (!session) {
-      session = { clientId, expirySeconds: 0, online: false, indexed: false, offlineSince: null, generation: 0, subscriptions: new Map(), queue: [], dropped: 0 };
+      session = {
+        clientId,
+        expirySeconds: 0,
+        online: false,
+        indexed: false,
+        offlineSince: null,
+        generation: 0,
+        subscriptions: new Map(),
+        queue: [],
+        dropped: 0,
+        inflight: [],
+        awaitingRelease: [],
+      };
       this.sessions.set(clientId, session);
     }
     if (opts.resume === 'later') this.index(session);
@@ -330,10 +369,13 @@ export class StoreState {
     const queued = session.queue.map((entry) => deliverable(entry, now)).filter((m): m is StoredMessage => m !== null);
     const dropped = session.dropped;
     if (dropped > 0) log.warn(`session ${clientId}: ${dropped} queued messages were dropped while it was away (queue full)`);
+    const { inflight, awaitingRelease } = session;
     session.queue = [];
     session.dropped = 0;
+    session.inflight = [];
+    session.awaitingRelease = [];
     if (present || session.expirySeconds > 0) this.onChange();
-    return { present, subscriptions: [...session.subscriptions.values()], queued, dropped, generation: session.generation };
+    return { present, subscriptions: [...session.subscriptions.values()], inflight, awaitingRelease, queued, dropped, generation: session.generation };
   }
 
   /**
@@ -380,16 +422,21 @@ export class StoreState {
   }
 
   /**
-   * A client left. A persistent session goes offline (its expiry starts) with `unacked` queued
-   * first; any other session ends. A close from an older connection than the current one (a
-   * take-over) leaves the session online and only queues `unacked` for the next connection.
+   * A client left. A persistent session goes offline (its expiry starts) and keeps what the
+   * connection left in flight — `unacked` as it is (packet ids, released) and
+   * `opts.awaitingRelease` — apart from its queue, for the next connection to restore; any other
+   * session ends. A close from an older connection than the current one (a take-over that did not
+   * wait for it) leaves the session online: the current connection has restored its state
+   * already, so that close's unreleased messages are queued (first) to be delivered fresh, and
+   * its released ones and awaitingRelease ids, meaningless on another connection, are dropped.
    */
-  closeSession(clientId: string, unacked: readonly StoredMessage[], opts: CloseOptions = {}): void {
+  closeSession(clientId: string, unacked: readonly (StoredMessage | StoredInflight)[], opts: CloseOptions = {}): void {
     const session = this.sessions.get(clientId);
     if (!session) return;
     const now = this.now();
-    const entries = unacked.map((message) => ({ message, at: now }));
+    const inflight = unacked.map((m) => toInflight(m)).filter((m): m is StoredInflight => m !== null);
     if (opts.generation !== undefined && opts.generation !== session.generation) {
+      const entries = inflight.filter((m) => !m.released).map((m) => ({ message: plainMessage(m), at: now }));
       if (session.expirySeconds > 0 && entries.length > 0) this.enqueue(session, entries, true);
       return;
     }
@@ -405,7 +452,12 @@ export class StoreState {
       session.offlineSince = now;
     }
     this.index(session);
-    if (entries.length > 0) this.enqueue(session, entries, true);
+    // Normally empty here (openSession handed it out); should a close come twice, the older
+    // state is not lost: its unreleased messages go out fresh.
+    const older = session.inflight.filter((m) => !m.released).map((m) => ({ message: plainMessage(m), at: now }));
+    if (older.length > 0) this.enqueue(session, older, true);
+    session.inflight = inflight;
+    session.awaitingRelease = packetIds(opts.awaitingRelease ?? []);
     this.onChange();
   }
 
@@ -453,10 +505,20 @@ export class StoreState {
   }
 
   /** A read-only view of one session (for tests and diagnostics). */
-  inspect(clientId: string): { online: boolean; expirySeconds: number; subscriptions: StoredSubscription[]; queued: StoredMessage[]; dropped: number } | undefined {
+  inspect(clientId: string):
+    | { online: boolean; expirySeconds: number; subscriptions: StoredSubscription[]; queued: StoredMessage[]; dropped: number; inflight: StoredInflight[]; awaitingRelease: number[] }
+    | undefined {
     const s = this.sessions.get(clientId);
     if (!s) return undefined;
-    return { online: s.online, expirySeconds: s.expirySeconds, subscriptions: [...s.subscriptions.values()], queued: s.queue.map((e) => e.message), dropped: s.dropped };
+    return {
+      online: s.online,
+      expirySeconds: s.expirySeconds,
+      subscriptions: [...s.subscriptions.values()],
+      queued: s.queue.map((e) => e.message),
+      dropped: s.dropped,
+      inflight: [...s.inflight],
+      awaitingRelease: [...s.awaitingRelease],
+    };
   }
 
   /** Counts for logs and status. */
@@ -483,6 +545,8 @@ export class StoreState {
         subscriptions: [...s.subscriptions.values()],
         queue: s.queue,
         dropped: s.dropped,
+        inflight: s.inflight,
+        awaitingRelease: s.awaitingRelease,
       });
     }
     return { version: 1, savedAt: new Date(this.now()).toISOString(), retained: this.retained.entries(), sessions };
@@ -568,6 +632,9 @@ export interface SessionSnapshot {
   subscriptions: StoredSubscription[];
   queue: Array<{ message: StoredMessage; at: number }>;
   dropped: number;
+  /** Absent in files written before it was kept: nothing in flight. */
+  inflight?: StoredInflight[];
+  awaitingRelease?: number[];
 }
 
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -581,6 +648,30 @@ export function toMessage(value: unknown): StoredMessage | null {
   const properties = pickProperties(value.properties);
   if (properties) message.properties = properties;
   return message;
+}
+
+/**
+ * An in-flight message from JSON (or a request), or null if it is not one (QoS 0 is never in
+ * flight). A message without a packet id counts as never sent: it goes out fresh.
+ */
+export function toInflight(value: unknown): StoredInflight | null {
+  const message = toMessage(value);
+  if (!message || message.qos === 0) return null;
+  const v = value as Record<string, unknown>;
+  return { ...message, qos: message.qos, retain: message.retain === true, packetId: isPacketId(v.packetId) ? v.packetId : 0, released: v.released === true };
+}
+
+/** The message without its delivery state (to queue it for a fresh delivery). */
+function plainMessage(m: StoredInflight): StoredMessage {
+  const { packetId: _id, released: _released, ...message } = m;
+  return message;
+}
+
+const isPacketId = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value > 0 && value <= 0xffff;
+
+/** Valid packet ids (1–65535), each once. */
+export function packetIds(values: readonly unknown[]): number[] {
+  return [...new Set(values.filter(isPacketId))];
 }
 
 /** A subscription from JSON (or a request), or null if it is not one. */
@@ -617,6 +708,8 @@ function toSession(value: unknown, now: number): Session | null {
     subscriptions,
     queue: value.queue.map(toEntry).filter((e): e is Entry => e !== null),
     dropped: typeof value.dropped === 'number' ? value.dropped : 0,
+    inflight: Array.isArray(value.inflight) ? value.inflight.map((m) => toInflight(m)).filter((m): m is StoredInflight => m !== null) : [],
+    awaitingRelease: Array.isArray(value.awaitingRelease) ? packetIds(value.awaitingRelease) : [],
   };
 }
 
