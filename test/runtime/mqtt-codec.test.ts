@@ -361,6 +361,16 @@ t.test('codec: an MQTT delivery state (close event)', async (t) => {
     { topic: 'x'.repeat(65_535), payload: Buffer.alloc(70_000, 1), qos: 1, retain: true, packetId: 0, released: false },
     { topic: 'last', payload: Buffer.from([0, 255, 0]), qos: 2, retain: false, packetId: 7, released: false },
   ];
+  const withProperties: UnackedMessage = {
+    topic: 'props',
+    payload: Buffer.from('p'),
+    qos: 1,
+    retain: false,
+    packetId: 9,
+    released: false,
+    properties: { contentType: 'text/plain', correlationData: Buffer.from([1, 2, 3]), userProperties: { a: ['1', '2'] }, messageExpiryInterval: 60 },
+  };
+  t.same(decodeMqttDeliveryState(encodeMqttDeliveryState({ unacked: [withProperties], awaitingRelease: [] })).unacked, [withProperties], 'MQTT 5 properties (a Buffer among them) survive');
   const empty: MqttDeliveryState = { unacked: [], awaitingRelease: [] };
   t.same(decodeMqttDeliveryState(encodeMqttDeliveryState(empty)), empty, 'empty state');
   const state: MqttDeliveryState = { unacked: list, awaitingRelease: [3, 9, 65_535] };

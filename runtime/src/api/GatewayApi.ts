@@ -194,9 +194,7 @@ export class GatewayApi {
     if (qos !== 0 && qos !== 1 && qos !== 2) throw new GatewayArgumentError(`qos must be 0, 1 or 2, got ${JSON.stringify(qos)}`);
     const { bytes, flags } = encodePayload(message, false);
     await this.reachable();
-    const properties = options.properties ? JSON.stringify(options.properties, (key, value: unknown) =>
-      key === 'correlationData' && value && typeof value === 'object' && 'data' in value ? Buffer.from((value as { data: number[] }).data).toString('base64') : value,
-    ) : null;
+    const properties = options.properties ? propertiesJson(options.properties) : null;
     const from = options.from ? this.links.owner(options.from) : null;
     const frame = {
       qos,
@@ -232,6 +230,7 @@ export class GatewayApi {
       retain: m.retain === true,
       packetId: Number.isInteger(m.packetId) ? m.packetId : 0,
       released: m.released === true,
+      ...(m.properties ? { properties: propertiesJson(m.properties) } : {}),
     }));
     const awaitingRelease = (state.awaitingRelease ?? []).filter((id) => Number.isInteger(id) && id > 0 && id <= 0xffff);
     if (unacked.length === 0 && awaitingRelease.length === 0) return;
@@ -395,6 +394,13 @@ export function encodePayload(message: ClientMessage, raw: boolean): { bytes: Bu
   }
   const { bytes, binary } = payloadOf(message);
   return { bytes, flags: (binary ? PayloadFlag.BINARY : 0) | (raw ? PayloadFlag.RAW : 0) };
+}
+
+/** MQTT 5 properties as the gateway reads them: JSON, correlation data as base64. */
+function propertiesJson(properties: object): string {
+  return JSON.stringify(properties, (key, value: unknown) =>
+    key === 'correlationData' && value && typeof value === 'object' && 'data' in value ? Buffer.from((value as { data: number[] }).data).toString('base64') : value,
+  );
 }
 
 function name(value: unknown, what: string): string {

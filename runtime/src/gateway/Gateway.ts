@@ -570,7 +570,11 @@ export class Gateway extends Worker {
         if (client.mqtt && this.mqtt) {
           this.mqtt.restore(client, {
             awaitingRelease: op.awaitingRelease ?? [],
-            unacked: (op.unacked ?? []).map((m) => ({ ...m, payload: Buffer.from(m.payload, 'base64') })),
+            unacked: (op.unacked ?? []).map(({ properties, ...m }) => ({
+              ...m,
+              payload: Buffer.from(m.payload, 'base64'),
+              ...(typeof properties === 'string' ? { properties: parseProperties(properties) as UnackedMessage['properties'] } : {}),
+            })),
           });
         }
         break;
@@ -601,7 +605,7 @@ interface ControlOp {
   retainAsPublished?: boolean;
   subscriptionId?: number;
   awaitingRelease?: number[];
-  unacked?: Array<Omit<UnackedMessage, 'payload'> & { payload: string }>;
+  unacked?: Array<Omit<UnackedMessage, 'payload' | 'properties'> & { payload: string; properties?: string }>;
 }
 
 /** MQTT 5 publish properties from their wire JSON (correlation data travels as base64). */

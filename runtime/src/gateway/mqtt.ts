@@ -60,10 +60,13 @@ export class MqttSession {
   /** What the next connection of this client must resend and expect (MQTT §4.4), for the close event. */
   deliveryState(): MqttDeliveryState {
     const unacked: UnackedMessage[] = [];
-    for (const [packetId, m] of this.inflight) {
-      unacked.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, packetId, released: m.stage === 'pubrel' });
-    }
-    for (const m of this.waiting) unacked.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, packetId: 0, released: false });
+    const entry = (m: Outgoing, packetId: number, released: boolean): UnackedMessage => {
+      const out: UnackedMessage = { topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, packetId, released };
+      if (m.properties) out.properties = m.properties as UnackedMessage['properties'];
+      return out;
+    };
+    for (const [packetId, m] of this.inflight) unacked.push(entry(m, packetId, m.stage === 'pubrel'));
+    for (const m of this.waiting) unacked.push(entry(m, 0, false));
     return { unacked, awaitingRelease: [...this.awaitingRelease] };
   }
 
@@ -241,6 +244,7 @@ export class MqttLayer<C> {
     for (const m of state.unacked ?? []) {
       const id = m.packetId;
       const outgoing: Outgoing = { topic: m.topic, payload: m.payload, qos: m.qos === 2 ? 2 : 1, retain: m.retain };
+      if (m.properties) outgoing.properties = m.properties as IPublishPacket['properties'];
       if (!(id > 0 && id <= 0xffff) || session.inflight.has(id)) {
         // Never sent, or its id is taken on this connection: a fresh delivery (a released one is done).
         if (!m.released) this.deliver(client, outgoing, outgoing.qos);

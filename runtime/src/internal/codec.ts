@@ -362,6 +362,26 @@ export interface UnackedMessage {
    * is left. Resending it as a new message would deliver it twice.
    */
   released: boolean;
+  /** MQTT 5 publish properties it was sent with. */
+  properties?: PublishProperties;
+}
+
+/** MQTT 5 properties a delivery carries (mqtt-packet's shape). */
+export type PublishProperties = Record<string, unknown>;
+
+/** Properties as JSON, with Buffers (correlation data) as base64. */
+function propertiesJson(properties: PublishProperties): Buffer {
+  return Buffer.from(JSON.stringify(properties, (_key, value: unknown) => (isBufferJson(value) ? { $b64: Buffer.from(value.data).toString('base64') } : value)));
+}
+
+function parsePropertiesJson(text: string): PublishProperties {
+  return JSON.parse(text, (_key, value: unknown) =>
+    value && typeof value === 'object' && typeof (value as { $b64?: unknown }).$b64 === 'string' ? Buffer.from((value as { $b64: string }).$b64, 'base64') : value,
+  ) as PublishProperties;
+}
+
+function isBufferJson(value: unknown): value is { type: 'Buffer'; data: number[] } {
+  return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data);
 }
 
 /** An MQTT client's delivery state when its connection ended, for its next connection (MQTT §4.4). */
@@ -374,13 +394,15 @@ export interface MqttDeliveryState {
 
 /**
  * Close-event payload: `n u16 | awaiting ids u16×n | messages`, each message
- * `qos u8 | flags u8 (1 retain, 2 released) | packet id u16 | topic u16+bytes | payload u32+bytes`.
+ * `qos u8 | flags u8 (1 retain, 2 released, 4 properties) | packet id u16 | topic u16+bytes |
+ * [properties u32+JSON] | payload u32+bytes`.
  */
 export function encodeMqttDeliveryState(state: MqttDeliveryState): Buffer {
   const messages = state.unacked;
   const topics = messages.map((m) => Buffer.from(m.topic));
+  const props = messages.map((m) => (m.properties && Object.keys(m.properties).length > 0 ? propertiesJson(m.properties) : null));
   const ids = state.awaitingRelease.slice(0, 0xffff);
-  const size = 2 + ids.length * 2 + messages.reduce((sum, m, i) => sum + 10 + topics[i].length + m.payload.length, 0);
+  const size = 2 + ids.length * 2 + messages.reduce((sum, m, i) => sum + 10 + topics[i].length + (props[i] ? 4 + props[i]!.length : 0) + m.payload.length, 0);
   const out = Buffer.allocUnsafe(size);
   out.writeUInt16BE(ids.length, 0);
   let at = 2;
@@ -390,11 +412,17 @@ export function encodeMqttDeliveryState(state: MqttDeliveryState): Buffer {
   }
   messages.forEach((m, i) => {
     out[at] = m.qos;
-    out[at + 1] = (m.retain ? 1 : 0) | (m.released ? 2 : 0);
+    const json = props[i];
+    out[at + 1] = (m.retain ? 1 : 0) | (m.released ? 2 : 0) | (json ? 4 : 0);
     out.writeUInt16BE(m.packetId & 0xffff, at + 2);
     out.writeUInt16BE(topics[i].length, at + 4);
     topics[i].copy(out, at + 6);
     at += 6 + topics[i].length;
+    if (json) {
+      out.writeUInt32BE(json.length, at);
+      json.copy(out, at + 4);
+      at += 4 + json.length;
+    }
     out.writeUInt32BE(m.payload.length, at);
     m.payload.copy(out, at + 4);
     at += 4 + m.payload.length;
@@ -420,9 +448,24 @@ export function decodeMqttDeliveryState(bytes: Buffer): MqttDeliveryState {
     if (at + 10 + topicLength > bytes.length) throw new RangeError('truncated unacked message');
     const topic = bytes.toString('utf8', at + 6, at + 6 + topicLength);
     at += 6 + topicLength;
+    let properties: PublishProperties | undefined;
+    if (flags & 4) {
+      if (at + 4 > bytes.length) throw new RangeError('truncated unacked properties');
+      const jsonLength = bytes.readUInt32BE(at);
+      if (at + 8 + jsonLength > bytes.length) throw new RangeError('truncated unacked properties');
+      try {
+        properties = parsePropertiesJson(bytes.toString('utf8', at + 4, at + 4 + jsonLength));
+      } catch {
+        throw new RangeError('malformed unacked properties');
+      }
+      at += 4 + jsonLength;
+    }
+    if (at + 4 > bytes.length) throw new RangeError('truncated unacked payload');
     const length = bytes.readUInt32BE(at);
     if (at + 4 + length > bytes.length) throw new RangeError('truncated unacked payload');
-    unacked.push({ topic, payload: Buffer.from(bytes.subarray(at + 4, at + 4 + length)), qos, retain: (flags & 1) !== 0, released: (flags & 2) !== 0, packetId });
+    const message: UnackedMessage = { topic, payload: Buffer.from(bytes.subarray(at + 4, at + 4 + length)), qos, retain: (flags & 1) !== 0, released: (flags & 2) !== 0, packetId };
+    if (properties) message.properties = properties;
+    unacked.push(message);
     at += 4 + length;
   }
   return { unacked, awaitingRelease };
