@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only=echo,broadcast,idle] [--peers=ws,sio,gw1x1,gw2x2]
+ * `npm run bench [-- --quick] [--only=idle,echo,broadcast,mqtt] [--peers=ws,sio,gw1x1,gw2x2,aedes,mosquitto,gwm1x1,gwm2x2,rawmqtt]
  *  [--repeats=N] [--duration=S] [--variants=64x1,64x16,4096x1,4096x16] [--runtime=dist|src] [--out=DIR]`
  *
  * Starts the peers and a multi-process driver on loopback, runs every scenario, prints a markdown
@@ -17,9 +17,11 @@ import { aggregate, markdown, svg } from './lib/report.js';
 import { broadcast } from './scenarios/broadcast.js';
 import { echo } from './scenarios/echo.js';
 import { idle } from './scenarios/idle.js';
+import { mqttFanout } from './scenarios/mqtt-fanout.js';
+import { mqttQos1 } from './scenarios/mqtt-qos1.js';
 import type { Measurement, Options, Scenario, ScenarioContext } from './scenarios/types.js';
 
-const SCENARIOS: Scenario[] = [idle, echo, broadcast];
+const SCENARIOS: Scenario[] = [idle, echo, broadcast, mqttFanout, mqttQos1];
 const DRIVERS = 4;
 
 function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: string; out: string | null } {
@@ -32,7 +34,7 @@ function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: st
   const quick = flags.has('quick');
   const runtime = flags.get('runtime') ?? 'dist';
   if (runtime !== 'dist' && runtime !== 'src') throw new Error('--runtime is dist or src');
-  const peerKeys = (flags.get('peers') ?? Object.keys(PEERS).join(',')).split(',');
+  const peerKeys = flags.get('peers')?.split(',') ?? Object.keys(PEERS).filter((k) => !PEERS[k].optIn);
   for (const key of peerKeys) if (!PEERS[key]) throw new Error(`unknown peer ${key} (${Object.keys(PEERS).join(', ')})`);
   // ws first: it is the reference every ratio is taken against.
   const peers = peerKeys.map((k) => PEERS[k]).sort((a, b) => (a.key === 'ws' ? -1 : b.key === 'ws' ? 1 : 0));
@@ -43,7 +45,7 @@ function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: st
       duration: Number(flags.get('duration') ?? (quick ? 1.5 : 3)),
       warmup: quick ? 0.5 : 1,
       echoVariants: flags.get('variants')?.split(','),
-      peers: quick ? peers.filter((p) => p.key !== 'gw2x2' || flags.has('peers')) : peers,
+      peers: quick ? peers.filter((p) => !/^gwm?2x2$/.test(p.key) || flags.has('peers')) : peers,
     },
     runtime,
     out: flags.get('out') ?? null,
@@ -88,28 +90,55 @@ function compileRuntime(log: (line: string) => void): void {
 
 async function main(): Promise<void> {
   const { opts, only, runtime, out } = parseArgs(process.argv.slice(2));
-  const scenarios = SCENARIOS.filter((s) => only.includes(s.key));
+  // `--only=mqtt` selects mqtt-fanout and mqtt-qos1.
+  const scenarios = SCENARIOS.filter((s) => only.some((o) => s.key === o || s.key.startsWith(`${o}-`)));
+  if (scenarios.length === 0) throw new Error(`--only matches no scenario (${SCENARIOS.map((s) => s.key).join(', ')})`);
   const started = Date.now();
   const log = (line: string): void => void process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${line}\n`);
   if (runtime === 'dist') compileRuntime(log);
   const pool = new DriverPool(DRIVERS);
   let nextPort = 20000 + Math.floor(Math.random() * 200) * 50; // below 32768: above it are ephemeral ports
   const shared = new Map<string, RunningPeer>();
+  // The machine may be shared: a port taken by someone else means the next block of 50, not a failure.
+  const startOnFreePort = async (spec: PeerSpec): Promise<RunningPeer> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await spec.start((nextPort += 50));
+      } catch (error) {
+        if (attempt >= 4 || !/EADDRINUSE|Address already in use/i.test((error as Error).message)) throw error;
+        log(`${spec.label}: port ${nextPort} in use, trying the next one`);
+      }
+    }
+  };
+  const notes: string[] = [];
+  const failedToStart = new Map<string, Error>();
   const ctx: ScenarioContext = {
     pool,
     opts,
     log,
+    note(line) {
+      if (notes.includes(line)) return;
+      notes.push(line);
+      log(line);
+    },
     async shared(spec: PeerSpec) {
       let peer = shared.get(spec.key);
       if (!peer) {
-        peer = await spec.start((nextPort += 50));
+        const failed = failedToStart.get(spec.key);
+        if (failed) throw failed;
+        try {
+          peer = await startOnFreePort(spec);
+        } catch (error) {
+          failedToStart.set(spec.key, error as Error);
+          throw error;
+        }
         shared.set(spec.key, peer);
         log(`started ${spec.label} on :${peer.port} (${peer.pids().length} processes)`);
       }
       return peer;
     },
     async fresh(spec: PeerSpec) {
-      const peer = await spec.start((nextPort += 50));
+      const peer = await startOnFreePort(spec);
       log(`started a fresh ${spec.label} on :${peer.port}`);
       return peer;
     },
@@ -130,7 +159,7 @@ async function main(): Promise<void> {
   const measurements: Measurement[] = [];
   try {
     await pool.ready();
-    log(`${DRIVERS} driver processes up; peers: ${opts.peers.map((p) => p.label).join(', ')}; ${opts.repeats} repeat(s) × ${opts.duration} s windows`);
+    log(`${DRIVERS} driver processes up; peers: ${opts.peers.filter((p) => scenarios.some((s) => s.wires.includes(p.wire))).map((p) => p.label).join(', ')}; ${opts.repeats} repeat(s) × ${opts.duration} s windows`);
     for (const scenario of scenarios) {
       log(`— ${scenario.title}`);
       measurements.push(...(await scenario.run(ctx)));
@@ -143,19 +172,22 @@ async function main(): Promise<void> {
   const rows = aggregate(measurements, scenarios);
   const date = new Date().toISOString().replace(/:/g, '-').replace(/\..*/, '');
   const info = machine();
-  const table = markdown(rows, scenarios);
+  const table = markdown(rows, scenarios, notes);
   const header = `Machine: ${info.cpu}, ${info.cores} cores, ${info.memoryGb} GB, ${info.kernel}, Node ${info.node}; load average at start ${(info.loadavgAtStart as number[]).join(' ')}. Medians of ${opts.repeats} alternating repeat(s) of ${opts.duration} s; ±x% = half the min–max spread.`;
   process.stdout.write(`${header}\n\n${table}\n`);
   // --out=<dir> writes elsewhere (the test suite's smoke run must not touch the committed results).
   const dir = out ? `${path.resolve(out)}/` : fileURLToPath(new URL('./results/', import.meta.url));
   fs.mkdirSync(dir, { recursive: true });
-  const result = { date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', runtime: process.env.BENCH_RUNTIME ? 'dist (tsc)' : 'src (tsx)', machine: info, options: { ...opts, peers: opts.peers.map((p) => p.key) }, rows, measurements };
+  const result = { date: new Date().toISOString(), mode: opts.quick ? 'quick' : 'full', runtime: process.env.BENCH_RUNTIME ? 'dist (tsc)' : 'src (tsx)', machine: info, options: { ...opts, peers: opts.peers.map((p) => p.key) }, notes, rows, measurements };
   fs.writeFileSync(`${dir}${date}${opts.quick ? '-quick' : ''}.json`, `${JSON.stringify(result, null, 2)}\n`);
-  // A --quick smoke run (CI) never replaces the chart and table of the last full run.
-  const latest = opts.quick ? 'latest-quick' : 'latest';
-  fs.writeFileSync(`${dir}${latest}.svg`, svg(rows, `gatewayworker vs raw ws (${opts.quick ? 'quick' : 'full'} run, ${date})`));
+  // A --quick smoke run (CI) never replaces the chart and table of the last full run, and neither
+  // does a run of some scenarios only: `--only=mqtt` writes latest-mqtt.{md,svg}.
+  const partial = scenarios.length < SCENARIOS.length ? `-${only.join('+')}` : '';
+  const latest = `latest${partial}${opts.quick ? '-quick' : ''}`;
+  const against = scenarios.some((s) => s.reference === 'aedes') ? (scenarios.some((s) => !s.reference) ? 'raw ws / Aedes' : 'Aedes') : 'raw ws';
+  fs.writeFileSync(`${dir}${latest}.svg`, svg(rows, `gatewayworker vs ${against} (${opts.quick ? 'quick' : 'full'} run, ${date})`, scenarios));
   fs.writeFileSync(`${dir}${latest}.md`, `${header}\n\n${table}\n`);
-  log(`wrote bench/results/${date}${opts.quick ? '-quick' : ''}.json, ${latest}.svg and ${latest}.md in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  log(`wrote ${path.relative(process.cwd(), dir) || '.'}/${date}${opts.quick ? '-quick' : ''}.json, ${latest}.svg and ${latest}.md in ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }
 
 main().then(

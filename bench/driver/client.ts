@@ -4,6 +4,7 @@
  * returns what happened since the previous mark. Commands arrive over the IPC channel.
  */
 import { Histogram, nowUs } from '../lib/hist.js';
+import type { MqttWireOptions } from './mqtt.js';
 import { openWire, type WireConn, type WireKind } from './wire.js';
 
 interface Group {
@@ -14,18 +15,29 @@ interface Group {
   /** Broadcasts the sender saw come back since the last mark. */
   rounds: number;
   hist: Histogram;
+  /** Messages still on their way (halt waits for them); default: echoes not answered yet. */
+  inFlight?: () => number;
+  /** MQTT QoS 1 publishers: end-to-end credit left and the connections waiting for some. */
+  credit?: number;
+  stalled?: Array<() => void>;
+  /** Times a publisher had to wait for credit (the subscriber side lagging). */
+  stalls?: number;
 }
 
 export type Command =
-  | { op: 'connect'; group: string; kind: WireKind; host: string; port: number; room?: string; count: number; localAddress: string; concurrency: number }
+  | { op: 'connect'; group: string; kind: WireKind; host: string; port: number; room?: string; count: number; localAddress: string; concurrency: number; mqtt?: MqttWireOptions }
   | { op: 'echo'; group: string; size: number; window: number }
   | { op: 'receive'; group: string }
   | { op: 'broadcast'; group: string; size: number; window: number }
   | { op: 'halt'; group: string }
+  | { op: 'q1receive'; group: string; creditGroup: string }
+  | { op: 'q1publish'; group: string; size: number; window: number; credit: number; index: number }
+  | { op: 'credit'; group: string; n: number }
   | { op: 'mark'; groups: string[] }
   | { op: 'close'; group: string };
 
 const groups = new Map<string, Group>();
+let topicCounter = 0;
 
 function group(name: string): Group {
   const g = groups.get(name);
@@ -43,7 +55,9 @@ async function connect(cmd: Extract<Command, { op: 'connect' }>): Promise<unknow
   const worker = async (): Promise<void> => {
     while (next < cmd.count) {
       next++;
-      const conn = openWire(cmd.kind, { host: cmd.host, port: cmd.port, room: cmd.room, localAddress: cmd.localAddress, timeoutMs: 20_000 });
+      // MQTT publishers each get their own topic: `{n}` becomes a tag unique in the run.
+      const mqtt = cmd.mqtt?.topic ? { ...cmd.mqtt, topic: cmd.mqtt.topic.replace('{n}', `${process.pid}-${++topicCounter}`) } : cmd.mqtt;
+      const conn = openWire(cmd.kind, { host: cmd.host, port: cmd.port, room: cmd.room, localAddress: cmd.localAddress, timeoutMs: 20_000, mqtt });
       try {
         await conn.ready;
         g.conns.push(Object.assign(conn, { sent: [] as number[], sentHead: 0 }));
@@ -118,11 +132,105 @@ async function halt(cmd: Extract<Command, { op: 'halt' }>): Promise<unknown> {
   g.running = false;
   // Let what is in flight come back, so the next run starts from a quiet server.
   const deadline = Date.now() + 3000;
-  const inFlight = (): number => g.conns.reduce((n, c) => n + (c.sent.length - c.sentHead), 0);
+  const inFlight = g.inFlight ?? ((): number => g.conns.reduce((n, c) => n + (c.sent.length - c.sentHead), 0));
   while (inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   await new Promise((r) => setTimeout(r, 100));
-  for (const conn of g.conns) conn.onText = () => {};
-  return { inFlight: inFlight() };
+  for (const conn of g.conns) {
+    conn.onText = () => {};
+    conn.onAck = () => {};
+  }
+  const left = inFlight();
+  const stalls = g.stalls ?? 0;
+  g.inFlight = undefined;
+  g.stalled = undefined;
+  g.stalls = 0;
+  return { inFlight: left, stalls };
+}
+
+/**
+ * MQTT QoS 1 many-to-one, the subscriber side: counts and times every message (`Q<driver><µs>…`)
+ * and hands credit back to the publishing driver it came from (through the parent, batched), so
+ * the messages between publish and delivery stay bounded for every broker: PUBACK to the publisher
+ * only says the broker took the message, not that the subscriber got it.
+ */
+function q1receive(cmd: Extract<Command, { op: 'q1receive' }>): unknown {
+  const g = group(cmd.group);
+  const credits: number[] = [];
+  let owed = 0;
+  let scheduled = false;
+  const flush = (): void => {
+    scheduled = false;
+    if (owed === 0) return;
+    process.send!({ id: -1, event: 'credit', group: cmd.creditGroup, credits: credits.slice() });
+    credits.fill(0);
+    owed = 0;
+  };
+  for (const conn of g.conns) {
+    conn.onText = (text) => {
+      if (text.charCodeAt(0) !== 0x51 /* Q */) return;
+      const from = text.charCodeAt(1) - 0x30;
+      g.hist.record(nowUs() - Number.parseInt(text.slice(2, 18), 10));
+      g.count++;
+      credits[from] = (credits[from] ?? 0) + 1;
+      if (++owed >= 256) flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setTimeout(flush, 1);
+      }
+    };
+  }
+  return { ok: true };
+}
+
+/**
+ * MQTT QoS 1 many-to-one, the publisher side: every connection keeps up to `window` publishes
+ * waiting for their PUBACK, and the driver as a whole up to `credit` messages the subscriber has
+ * not received yet.
+ */
+function q1publish(cmd: Extract<Command, { op: 'q1publish' }>): unknown {
+  const g = group(cmd.group);
+  const initial = cmd.credit;
+  g.credit = initial;
+  g.stalled = [];
+  g.running = true;
+  g.inFlight = () => initial - (g.credit ?? initial);
+  const message = (): string => `Q${cmd.index}${String(nowUs()).padStart(16, '0')} `.padEnd(cmd.size, 'x');
+  for (const conn of g.conns) {
+    let unacked = 0;
+    let waiting = false;
+    const pump = (): void => {
+      waiting = false;
+      while (g.running && unacked < cmd.window) {
+        if (g.credit! <= 0) {
+          if (!waiting) {
+            waiting = true;
+            g.stalls = (g.stalls ?? 0) + 1;
+            g.stalled!.push(pump);
+          }
+          return;
+        }
+        g.credit!--;
+        unacked++;
+        conn.send(message());
+      }
+    };
+    conn.onAck = () => {
+      unacked--;
+      g.rounds++;
+      if (!waiting) pump();
+    };
+    pump();
+  }
+  return { ok: true };
+}
+
+/** Credit back from the subscriber's driver: wake the publishers that ran out. */
+function credit(cmd: Extract<Command, { op: 'credit' }>): void {
+  const g = groups.get(cmd.group);
+  if (g?.credit === undefined) return;
+  g.credit += cmd.n;
+  const stalled = g.stalled ?? [];
+  while (stalled.length > 0 && g.credit > 0) stalled.shift()!();
 }
 
 function mark(cmd: Extract<Command, { op: 'mark' }>): unknown {
@@ -148,6 +256,11 @@ async function close(cmd: Extract<Command, { op: 'close' }>): Promise<unknown> {
 }
 
 process.on('message', async (message: { id: number; cmd: Command }) => {
+  // id -1: a notice relayed by the parent (credit), no reply.
+  if (message.id === -1) {
+    if (message.cmd.op === 'credit') credit(message.cmd);
+    return;
+  }
   let reply: unknown;
   try {
     const { cmd } = message;
@@ -156,6 +269,8 @@ process.on('message', async (message: { id: number; cmd: Command }) => {
     else if (cmd.op === 'receive') reply = receive(cmd);
     else if (cmd.op === 'broadcast') reply = broadcast(cmd);
     else if (cmd.op === 'halt') reply = await halt(cmd);
+    else if (cmd.op === 'q1receive') reply = q1receive(cmd);
+    else if (cmd.op === 'q1publish') reply = q1publish(cmd);
     else if (cmd.op === 'mark') reply = mark(cmd);
     else if (cmd.op === 'close') reply = await close(cmd);
     process.send!({ id: message.id, ok: true, reply });

@@ -1,21 +1,23 @@
 /**
  * Client wire adapters: how a driver connection speaks to one kind of peer. Every adapter gives
  * the same tiny interface (text messages in and out) so scenarios never know the peer.
- * To add MQTT later: a `mqtt` adapter here (publish/subscribe on a topic named after the room),
- * with the same `open`/`send`/`onText`/`close` shape.
+ * `mqtt` is a raw MQTT 3.1.1 client (driver/mqtt.ts): `send` publishes, `onText` gets payloads.
  */
 import { WebSocket } from 'ws';
+import { openMqtt, type MqttWireOptions } from './mqtt.js';
 
-export type WireKind = 'ws' | 'socketio';
+export type WireKind = 'ws' | 'socketio' | 'mqtt';
 
 export interface WireConn {
-  /** Resolves once the server said `R` (joined its room, ready for traffic). */
+  /** Resolves once the server said `R` (joined its room, ready for traffic; MQTT: CONNACK / SUBACK). */
   ready: Promise<void>;
   send(text: string): void;
   onText: (text: string) => void;
   close(): void;
   /** Resolves when the socket is closed. */
   closed: Promise<void>;
+  /** MQTT: a PUBACK for one of this connection's QoS 1 publishes arrived. */
+  onAck?: () => void;
 }
 
 export interface WireOptions {
@@ -24,9 +26,12 @@ export interface WireOptions {
   room?: string;
   localAddress: string;
   timeoutMs: number;
+  /** MQTT only: what to subscribe to and publish on. */
+  mqtt?: MqttWireOptions;
 }
 
 export function openWire(kind: WireKind, opts: WireOptions): WireConn {
+  if (kind === 'mqtt') return openMqtt({ ...opts, mqtt: opts.mqtt ?? {} });
   const query = opts.room ? `room=${encodeURIComponent(opts.room)}` : '';
   const url =
     kind === 'socketio'

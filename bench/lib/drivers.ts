@@ -12,12 +12,15 @@ export class Driver {
   private nextId = 1;
   private readonly waiting = new Map<number, { resolve(v: unknown): void; reject(e: Error): void }>();
   readonly up: Promise<void>;
+  /** Unsolicited notices from the driver (id -1), e.g. MQTT credit for other drivers. */
+  onNotice: (notice: { event: string; group: string; credits: number[] }) => void = () => {};
 
   constructor(readonly proc: ChildProcess) {
     let markUp!: () => void;
     this.up = new Promise((resolve) => (markUp = resolve));
-    proc.on('message', (message: { id: number; ok: boolean; reply?: unknown; error?: string }) => {
+    proc.on('message', (message: { id: number; ok: boolean; reply?: unknown; error?: string; event?: string; group?: string; credits?: number[] }) => {
       if (message.id === 0) return markUp();
+      if (message.id === -1) return this.onNotice(message as { event: string; group: string; credits: number[] });
       const waiter = this.waiting.get(message.id);
       this.waiting.delete(message.id);
       if (message.ok) waiter?.resolve(message.reply);
@@ -53,8 +56,19 @@ export class DriverPool {
     this.octets = [1 + Math.floor(Math.random() * 250), Math.floor(Math.random() * 200)];
     for (let i = 0; i < count; i++) {
       const proc = fork(entry, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      this.drivers.push(new Driver(proc));
+      const driver = new Driver(proc);
+      driver.onNotice = (notice) => this.relay(notice);
+      this.drivers.push(driver);
     }
+  }
+
+  /** MQTT QoS 1: the subscriber's driver returns credit to the drivers whose messages it got. */
+  private relay(notice: { event: string; group: string; credits: number[] }): void {
+    if (notice.event !== 'credit') return;
+    notice.credits.forEach((n, index) => {
+      const target = this.drivers[index];
+      if (n > 0 && target?.proc.connected) target.proc.send({ id: -1, cmd: { op: 'credit', group: notice.group, n } });
+    });
   }
 
   async ready(): Promise<void> {

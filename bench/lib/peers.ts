@@ -1,11 +1,13 @@
 /**
  * The servers compared. Each peer is a process tree the harness starts detached (its own process
  * group, so /proc tells its CPU and memory apart from the driver's) and always stops again.
- * To add the MQTT peers later (Aedes, mosquitto, the gatewayworker MQTT hub): a PeerSpec with
- * `wire: 'mqtt'` and a `start` that spawns it; scenarios pick the peers whose wire they speak.
+ * Scenarios pick the peers whose wire they speak: `ws` / `socketio` for the WebSocket scenarios,
+ * `mqtt` for Aedes, mosquitto and the gatewayworker MQTT broker. A peer whose package or binary is
+ * missing says so in `missing()` and is skipped with a line in the report.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +34,10 @@ export interface PeerSpec {
   wire: WireKind;
   /** How many processes hold client connections. */
   fronts: number;
+  /** Why this peer cannot run here (package or binary missing), or null. */
+  missing?(): string | null;
+  /** Not in the default peer list (name it in --peers): keeps the full run inside its budget. */
+  optIn?: boolean;
   /** Starts one instance; `port` is a free base port below 32768 (it may use a few above it). */
   start(port: number): Promise<RunningPeer>;
 }
@@ -64,8 +70,9 @@ async function launch(
   readyLine: RegExp,
   port: number | ((out: string) => number),
   fronts: (pids: number[]) => number[],
+  extra: { command?: string; tmpDir?: string } = {},
 ): Promise<RunningPeer> {
-  const proc: ChildProcess = spawn(process.execPath, args, { env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc: ChildProcess = spawn(extra.command ?? process.execPath, args, { env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => (out += d));
   proc.stderr!.on('data', (d: Buffer) => (out += d));
@@ -88,6 +95,7 @@ async function launch(
         process.kill(-pgid, 'SIGKILL');
       } catch {}
       if (env.GATEWAYWORKER_RUNTIME_DIR) fs.rmSync(env.GATEWAYWORKER_RUNTIME_DIR, { recursive: true, force: true });
+      if (extra.tmpDir) fs.rmSync(extra.tmpDir, { recursive: true, force: true });
     },
   };
   running.add(peer);
@@ -117,11 +125,11 @@ const single = (key: string, label: string, file: string, wire: WireKind): PeerS
   return spec;
 };
 
-const gatewayworker = (gateways: number, workers: number): PeerSpec => {
+const gatewayworker = (gateways: number, workers: number, mqtt = false): PeerSpec => {
   const spec: PeerSpec = {
-    key: `gw${gateways}x${workers}`,
-    label: `gatewayworker ${gateways}+${workers}`,
-    wire: 'ws',
+    key: `gw${mqtt ? 'm' : ''}${gateways}x${workers}`,
+    label: `gatewayworker${mqtt ? ' MQTT' : ''} ${gateways}+${workers}`,
+    wire: mqtt ? 'mqtt' : 'ws',
     fronts: gateways,
     async start(port) {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gw-bench-'));
@@ -136,8 +144,8 @@ const gatewayworker = (gateways: number, workers: number): PeerSpec => {
       };
       // BENCH_CPU_PROF=<dir>: every gatewayworker process writes a V8 CPU profile there on exit.
       const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-      const peer = await launch(spec, [...prof, ...tsx, path.join(serversDir, 'gw.ts'), 'start'], env, /Start success/, port, (pids) =>
-        pids.filter((pid) => /BenchGateway#/.test(cmdline(pid))),
+      const peer = await launch(spec, [...prof, ...tsx, path.join(serversDir, mqtt ? 'gw-mqtt.ts' : 'gw.ts'), 'start'], env, /Start success/, port, (pids) =>
+        pids.filter((pid) => /Bench(Mqtt)?Gateway#/.test(cmdline(pid))),
       );
       // Every worker must be linked to every gateway before clients arrive, or the sticky router
       // would put them all on the first worker that linked: give the links a moment.
@@ -148,12 +156,78 @@ const gatewayworker = (gateways: number, workers: number): PeerSpec => {
   return spec;
 };
 
+const requireHere = createRequire(import.meta.url);
+
+const aedes: PeerSpec = {
+  ...single('aedes', 'Aedes', 'aedes.ts', 'mqtt'),
+  missing() {
+    try {
+      requireHere.resolve('aedes');
+      return null;
+    } catch {
+      return 'npm package `aedes` is not installed (npm install)';
+    }
+  },
+};
+
+const MOSQUITTO = process.env.BENCH_MOSQUITTO ?? '/usr/sbin/mosquitto';
+
+/**
+ * mosquitto from the Debian package, with a generated config: one listener on loopback, anonymous,
+ * no persistence, TCP_NODELAY like every peer, log to stderr (errors, warnings and the start-up
+ * lines the harness waits for; no per-connection lines). No limits on QoS 1 messages in flight
+ * to a client (`max_inflight_messages 0`; the default 20 would cap the one QoS 1 subscriber where
+ * Aedes and gatewayworker have no cap for MQTT 3.1.1 clients) and a queue large enough never to
+ * drop (the driver keeps the messages in transit bounded anyway).
+ */
+const mosquitto: PeerSpec = {
+  key: 'mosquitto',
+  label: 'mosquitto',
+  wire: 'mqtt',
+  fronts: 1,
+  missing() {
+    try {
+      fs.accessSync(MOSQUITTO, fs.constants.X_OK);
+      return null;
+    } catch {
+      return `${MOSQUITTO} not found (apt-get install mosquitto)`;
+    }
+  },
+  start(port) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mosquitto-bench-'));
+    const conf = path.join(dir, 'mosquitto.conf');
+    fs.writeFileSync(
+      conf,
+      [
+        `listener ${port} 127.0.0.1`,
+        'allow_anonymous true',
+        'persistence false',
+        'set_tcp_nodelay true',
+        'max_inflight_messages 0',
+        'max_queued_messages 1000000',
+        'log_dest stderr',
+        'log_type error',
+        'log_type warning',
+        'log_type information', // the "running" line the harness waits for is at this level
+        'connection_messages false',
+        '',
+      ].join('\n'),
+    );
+    return launch(mosquitto, ['-c', conf], {}, /mosquitto version \S+ running/, port, (pids) => pids, { command: MOSQUITTO, tmpDir: dir });
+  },
+};
+
 export const PEERS: Record<string, PeerSpec> = {
   ws: single('ws', 'raw ws', 'ws.ts', 'ws'),
   sio: single('sio', 'Socket.IO', 'socketio.ts', 'socketio'),
   gw1x1: gatewayworker(1, 1),
   gw2x2: gatewayworker(2, 2),
+  aedes,
+  mosquitto,
+  gwm1x1: gatewayworker(1, 1, true),
+  gwm2x2: { ...gatewayworker(2, 2, true), optIn: true },
+  rawmqtt: { ...single('rawmqtt', 'raw Node MQTT (reference)', 'raw-mqtt.ts', 'mqtt'), optIn: true },
 };
 
-/** The peer every ratio is taken against. */
+/** The peer every ratio is taken against (a scenario may name another: Aedes for MQTT). */
 export const REFERENCE = 'ws';

@@ -57,6 +57,23 @@ export function cmdline(pid: number): string {
   }
 }
 
+/**
+ * Read and write system calls made by these processes (`syscr` / `syscw` of /proc/<pid>/io: the
+ * read/readv/recv… and write/writev/send… families), to see how well a server batches.
+ */
+export function syscalls(pids: number[]): { reads: number; writes: number } {
+  let reads = 0;
+  let writes = 0;
+  for (const pid of pids) {
+    try {
+      const text = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+      reads += Number(/syscr: (\d+)/.exec(text)?.[1] ?? 0);
+      writes += Number(/syscw: (\d+)/.exec(text)?.[1] ?? 0);
+    } catch {}
+  }
+  return { reads, writes };
+}
+
 /** CPU of `pids` over a window: call the returned function at its end. */
 export function cpuWindow(pids: () => number[]): () => { cpuUs: number; ms: number } {
   const list = pids();

@@ -1,7 +1,31 @@
+import type { MqttWireOptions } from '../driver/mqtt.js';
 import { Histogram } from '../lib/hist.js';
 import type { RunningPeer } from '../lib/peers.js';
-import { cpuWindow, sleep } from '../lib/proc.js';
-import { spread, type ScenarioContext } from './types.js';
+import { cpuWindow, sleep, syscalls } from '../lib/proc.js';
+import { spread, type Scenario, type ScenarioContext } from './types.js';
+
+/**
+ * The shared instances of the peers that speak the scenario's wires. A peer whose package or
+ * binary is missing, or that fails to start, is skipped with a note in the report (never a crash).
+ */
+export async function startPeers(ctx: ScenarioContext, scenario: Scenario): Promise<RunningPeer[]> {
+  const out: RunningPeer[] = [];
+  for (const spec of ctx.opts.peers.filter((p) => scenario.wires.includes(p.wire))) {
+    const missing = spec.missing?.() ?? null;
+    if (missing) {
+      ctx.note(`${spec.label} skipped: ${missing}`);
+      continue;
+    }
+    try {
+      out.push(await ctx.shared(spec));
+    } catch (error) {
+      const lines = (error as Error).message.split('\n').filter((l) => l.trim());
+      ctx.log(`${spec.label} did not start:\n${lines.slice(-20).join('\n')}`);
+      ctx.note(`${spec.label} skipped: it did not start (${lines.at(-1) ?? 'no output'})`);
+    }
+  }
+  return out;
+}
 
 /** Opens `total` connections to `peer` as group `group`, spread over every driver, fresh source addresses. */
 export async function connectGroup(
@@ -9,11 +33,12 @@ export async function connectGroup(
   peer: RunningPeer,
   group: string,
   total: number,
-  opts: { room?: string; perAddress?: number; concurrency?: number; only?: number } = {},
+  opts: { room?: string; perAddress?: number; concurrency?: number; only?: number; drivers?: number[]; mqtt?: MqttWireOptions } = {},
 ): Promise<{ opened: number; failed: number; ms: number; error: string }> {
   const perAddress = opts.perAddress ?? 5000;
   const started = performance.now();
-  const parts = opts.only !== undefined ? [[opts.only, total] as [number, number]] : spread(total, ctx.pool.drivers.length);
+  const indices = opts.drivers ?? (opts.only !== undefined ? [opts.only] : ctx.pool.drivers.map((_d, i) => i));
+  const parts = spread(total, indices.length).map(([i, n]) => [indices[i], n] as [number, number]);
   const results = await Promise.all(
     parts.map(async ([index, count]) => {
       const driver = ctx.pool.drivers[index];
@@ -28,6 +53,7 @@ export async function connectGroup(
           host: peer.host,
           port: peer.port,
           room: opts.room,
+          mqtt: opts.mqtt,
           count: Math.min(perAddress, left),
           localAddress: ctx.pool.nextAddress(),
           concurrency: opts.concurrency ?? 64,
@@ -53,6 +79,9 @@ export interface Window {
   /** CPU of the connection-holding processes only (gateways; the whole server for one-process peers). */
   frontCpuUs: number;
   driverCpuUs: number;
+  /** Read / write system calls of the server's processes in the window. */
+  serverReads: number;
+  serverWrites: number;
   ms: number;
 }
 
@@ -60,7 +89,9 @@ export interface Window {
 export async function measure(ctx: ScenarioContext, peer: RunningPeer, groups: string[]): Promise<Window> {
   await sleep(ctx.opts.warmup * 1000);
   await Promise.all(ctx.pool.drivers.map((d) => d.call({ op: 'mark', groups })));
-  const server = cpuWindow(() => peer.pids());
+  const serverPids = peer.pids();
+  const io0 = syscalls(serverPids);
+  const server = cpuWindow(() => serverPids);
   const front = cpuWindow(() => peer.frontPids());
   const driver = cpuWindow(() => ctx.pool.pids());
   await sleep(ctx.opts.duration * 1000);
@@ -68,6 +99,7 @@ export async function measure(ctx: ScenarioContext, peer: RunningPeer, groups: s
     ctx.pool.drivers.map((d) => d.call<Record<string, { count: number; rounds: number; hist: Array<[number, number]> }>>({ op: 'mark', groups })),
   );
   const s = server();
+  const io1 = syscalls(serverPids);
   const f = front();
   const d = driver();
   const counts: Window['counts'] = {};
@@ -79,5 +111,5 @@ export async function measure(ctx: ScenarioContext, peer: RunningPeer, groups: s
       counts[group].hist.merge(m.hist);
     }
   }
-  return { counts, serverCpuUs: s.cpuUs, frontCpuUs: f.cpuUs, driverCpuUs: d.cpuUs, ms: s.ms };
+  return { counts, serverCpuUs: s.cpuUs, frontCpuUs: f.cpuUs, driverCpuUs: d.cpuUs, serverReads: io1.reads - io0.reads, serverWrites: io1.writes - io0.writes, ms: s.ms };
 }

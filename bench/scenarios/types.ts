@@ -31,16 +31,23 @@ export interface ScenarioContext {
   /** A fresh instance for this scenario only; stop it when done. */
   fresh(spec: PeerSpec): Promise<RunningPeer>;
   log(line: string): void;
+  /** A line for the report under the tables (a peer skipped, and why); said once. */
+  note(line: string): void;
 }
 
 /**
  * A scenario drives the peers that speak one of its `wires` and returns one measurement per
- * window. The MQTT scenarios (QoS 0 fan-out, QoS 1 many-to-one) plug in as more of these.
+ * window. Ratios are taken against `reference` (default raw ws; Aedes for MQTT) and, when set,
+ * also against `secondReference` (mosquitto for MQTT).
  */
 export interface Scenario {
   key: string;
   title: string;
   wires: WireKind[];
+  reference?: string;
+  secondReference?: string;
+  /** Column header of the throughput figure in the table. */
+  unit?: string;
   /** The metric the cost ratio (lower is better) is taken on, and the throughput metric. */
   cost: { metric: string; label: string };
   throughput?: { metric: string; label: string };
