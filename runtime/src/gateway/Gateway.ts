@@ -441,27 +441,61 @@ export class Gateway extends Worker {
       return;
     }
     const from = message.from && message.from.epoch === this.epoch ? message.from.counter : null;
-    const matches = this.subscriptions.match(message.topic, from);
-    if (matches.size === 0) return;
     const shared = new Map<number, Buffer | string>();
-    for (const [client, match] of matches) {
+    const mqtt = this.mqtt;
+    // The common case first, with no object per subscriber: an MQTT client with one filter, a QoS 0
+    // delivery, no subscription id — the shared bytes. The rest (several filters may match one
+    // client, which must get it once) goes through the merge below.
+    let rest: Set<Client> | null = null;
+    this.subscriptions.forEach(message.topic, (client, options) => {
+      const session = client.mqtt;
+      if (
+        mqtt &&
+        session &&
+        session.version !== 0 &&
+        (message.qos === 0 || options.qos === 0) &&
+        !options.subscriptionId &&
+        client.subscriptions?.size === 1 &&
+        !(options.noLocal && client.counter === from)
+      ) {
+        this.write(client.conn, this.sharedPublish(shared, mqtt, session, message, options.retainAsPublished && message.retain, properties));
+        return;
+      }
+      (rest ??= new Set()).add(client);
+    });
+    if (rest === null) return;
+    const others: Set<Client> = rest;
+    for (const [client, match] of this.subscriptions.match(message.topic, from)) {
+      if (!others.has(client)) continue;
       const qos = Math.min(message.qos, match.qos) as 0 | 1 | 2;
       const retain = match.retainAsPublished && message.retain;
       const session = client.mqtt;
-      if (session && session.version !== 0 && qos === 0 && !match.subscriptionIds) {
-        const key = session.version * 2 + (retain ? 1 : 0);
-        let wire = shared.get(key);
-        if (wire === undefined) {
-          wire = this.encodeOnce(this.mqtt!.encodePublish(session, { topic: message.topic, payload: message.payload, retain, properties }, 0, 0), PayloadFlag.BINARY);
-          shared.set(key, wire);
-        }
-        this.write(client.conn, wire);
+      if (mqtt && session && session.version !== 0 && qos === 0 && !match.subscriptionIds) {
+        this.write(client.conn, this.sharedPublish(shared, mqtt, session, message, retain, properties));
         continue;
       }
       const ids = match.subscriptionIds;
       const withIds = ids ? { ...properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : ids } : properties;
       this.deliver(client, message, qos, retain, withIds, shared);
     }
+  }
+
+  /** QoS 0 PUBLISH wire bytes, encoded once per protocol level and retain flag for all recipients. */
+  private sharedPublish(
+    shared: Map<number, Buffer | string>,
+    mqtt: MqttLayer<Client>,
+    session: MqttSession,
+    message: PublishFrame,
+    retain: boolean,
+    properties: IPublishPacket['properties'],
+  ): Buffer | string {
+    const key = session.version * 2 + (retain ? 1 : 0);
+    let wire = shared.get(key);
+    if (wire === undefined) {
+      wire = this.encodeOnce(mqtt.encodePublish(session, { topic: message.topic, payload: message.payload, retain, properties }, 0, 0), PayloadFlag.BINARY);
+      shared.set(key, wire);
+    }
+    return wire;
   }
 
   private deliver(client: Client, message: PublishFrame, qos: 0 | 1 | 2, retain: boolean, properties: IPublishPacket['properties'], shared?: Map<number, Buffer | string>): void {

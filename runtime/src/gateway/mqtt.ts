@@ -147,6 +147,18 @@ export class MqttLayer<C> {
       this.host.forward(client, bytes);
       return true;
     }
+    // Acknowledgements and pings are most of the packets a gateway reads and have one valid
+    // 2- or 4-byte shape when they carry no reason code: read them without the parser.
+    if (bytes.length === 4 && bytes[1] === 2) {
+      const id = bytes.readUInt16BE(2);
+      if (id !== 0 && (bytes[0] === 0x40 || bytes[0] === 0x70)) {
+        this.acknowledged(client, session, id);
+        return true;
+      }
+    } else if (bytes.length === 2 && bytes[0] === 0xc0 && bytes[1] === 0) {
+      this.host.write(client, PINGRESP);
+      return true;
+    }
     let packet: Packet;
     try {
       packet = decodeMqttPacket(bytes, session.version);

@@ -55,6 +55,15 @@ export class Subscriptions<C extends Subscriber> {
   }
 
   /**
+   * Calls `visit` once per (client, filter) pair matching `topic`, with no allocation per
+   * subscriber. A client with several matching filters is visited once per filter: callers that
+   * need one delivery per client check `client.subscriptions.size > 1` and use {@link match}.
+   */
+  forEach(topic: string, visit: (client: C, options: SubscriptionOptions) => void): void {
+    this.tree.match(topic, (_key, entry) => visit(entry.client, entry.options));
+  }
+
+  /**
    * The clients a message on `topic` goes to, each once, at the highest QoS any of its matching
    * filters granted. `from` (the publisher's counter) skips its `noLocal` subscriptions.
    */
