@@ -18,9 +18,9 @@ import {
   type PublishFrame,
   type UnackedMessage,
 } from '../internal/codec.js';
-import { DEFAULT_LINK_BUFFER, acceptLink, dialLink, type DialedLink, type Link } from '../internal/link.js';
+import { DEFAULT_LINK_BUFFER, LINK_MAX_PACKAGE, acceptLink, dialLink, type DialedLink, type Link } from '../internal/link.js';
 import { encodeFrame } from '../protocols/index.js';
-import type { Connection } from '../worker/Connection.js';
+import type { Connection, SendResult } from '../worker/Connection.js';
 import { describeError, log } from '../worker/log.js';
 import { Timer } from '../worker/Timer.js';
 import { Worker, type WorkerOptions } from '../worker/Worker.js';
@@ -79,6 +79,8 @@ export interface GatewayOptions
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Largest client package a gateway accepts: one internal frame with room for the session. */
+const MAX_CLIENT_PACKAGE = LINK_MAX_PACKAGE - 4 * 1024 * 1024;
 
 /**
  * Holds client connections and does network I/O only: it forwards client events to
@@ -123,6 +125,9 @@ export class Gateway extends Worker {
     const registers = options.registerAddress ?? '127.0.0.1:1236';
     this.registerAddresses = Array.isArray(registers) ? registers : [registers];
     for (const register of this.registerAddresses) splitHostPort(register);
+    if (this.limitsPackageSize() > MAX_CLIENT_PACKAGE) {
+      throw new RangeError(`Gateway maxPackageSize ${this.limitsPackageSize()} is over ${MAX_CLIENT_PACKAGE} bytes: a client package must fit in one internal link frame with its session`);
+    }
     this.onWorkerStart = () => this.startInternal();
     this.onWorkerStop = () => this.stopInternal();
     this.onConnect = (conn) => this.clientConnected(conn);
@@ -172,7 +177,7 @@ export class Gateway extends Worker {
     const internal = new Worker(`frame://${this.internalKey}`, {
       name: `${this.name}:internal`,
       maxSendBufferSize: this.settings.sendToWorkerBufferSize ?? DEFAULT_LINK_BUFFER,
-      maxPackageSize: Math.max(this.limitsPackageSize() + 1024 * 1024, 16 * 1024 * 1024),
+      maxPackageSize: LINK_MAX_PACKAGE,
     });
     internal.onConnect = (conn) => {
       this.linkHandlers.set(
@@ -277,11 +282,13 @@ export class Gateway extends Worker {
   private clientMessage(conn: Connection, data: unknown, frameBinary?: boolean): void {
     const client = this.clients.get(conn.id);
     if (!client) return;
-    client.lastSeen = Date.now();
-    if (this.mqtt) {
+    if (this.mqtt && client.mqtt) {
       this.mqtt.receive(client, Buffer.isBuffer(data) ? data : payloadOf(data).bytes, this.framing.family === 'stream');
+      // Bytes before a complete CONNECT do not keep a connection alive: the CONNECT timeout holds.
+      if (client.mqtt.version !== 0) client.lastSeen = Date.now();
       return;
     }
+    client.lastSeen = Date.now();
     // WebSocket text arrives as UTF-8 bytes with binary false (textAsBuffer); other protocols as decoded.
     const { bytes, binary } = frameBinary === false && Buffer.isBuffer(data) ? { bytes: data, binary: false } : payloadOf(data);
     this.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, binary ? PayloadFlag.BINARY : 0, bytes);
@@ -343,7 +350,12 @@ export class Gateway extends Worker {
         const send = decodeSend(body);
         if (send.epoch !== this.epoch) break;
         const client = this.clients.get(send.counter);
-        if (client) this.write(client.conn, this.encodeOnce(send.payload, send.flags));
+        if (!client) break;
+        if (client.mqtt && this.mqtt) {
+          this.mqtt.sentByWorker(client.mqtt, send.payload);
+          // CONNACK, SUBACK, PUBACK…: an MQTT client waits for them, so one that cannot be queued ends the connection.
+          this.writeEssential(client.conn, this.encodeOnce(send.payload, send.flags));
+        } else this.write(client.conn, this.encodeOnce(send.payload, send.flags));
         break;
       }
       case Cmd.BROADCAST:
@@ -404,13 +416,21 @@ export class Gateway extends Worker {
    * Writes wire bytes to a client, corked until the current batch of worker frames is done: the
    * replies a worker sent together leave in one syscall per client.
    */
-  private write(conn: Connection, wire: Buffer | string): void {
+  private write(conn: Connection, wire: Buffer | string): SendResult {
     if (!this.corked.has(conn)) {
       conn.cork();
       this.corked.add(conn);
       if (this.corked.size === 1) process.nextTick(this.uncorkAll);
     }
-    conn.send(wire, true);
+    return conn.send(wire, true);
+  }
+
+  /** {@link write} for bytes the client cannot do without: when its send buffer is full, the connection ends. */
+  private writeEssential(conn: Connection, wire: Buffer | string): void {
+    if (this.write(conn, wire) === false && conn.status === 'established') {
+      log.info('send buffer full: closing the connection rather than losing a packet', { client: this.clients.get(conn.id)?.id ?? conn.id });
+      conn.destroy();
+    }
   }
 
   private readonly uncorkAll = (): void => {
@@ -518,7 +538,11 @@ export class Gateway extends Worker {
       {
         session: (client) => client.mqtt as MqttSession,
         forward: (client, packet) => gateway.pool?.dispatch(client, Cmd.CLIENT_MESSAGE, PayloadFlag.BINARY, packet),
-        write: (client, packet) => gateway.write(client.conn, gateway.encodeOnce(packet, PayloadFlag.BINARY)),
+        write: (client, packet, essential) => {
+          const wire = gateway.encodeOnce(packet, PayloadFlag.BINARY);
+          if (essential) gateway.writeEssential(client.conn, wire);
+          else gateway.write(client.conn, wire);
+        },
         close: (client, _reason, last) => (last ? client.conn.close(last) : client.conn.close()),
         log: (message, client) => log.info(message, { client: client.id }),
       },

@@ -35,7 +35,17 @@ interface Pending {
   cmd: number;
   flags: number;
   payload: Buffer;
+  /** Worker links that died holding this event before. */
+  losses: number;
+  /** When the client sent it (for the hold timeout). */
+  at: number;
 }
+
+/**
+ * An event whose worker link died this many times is dropped (and its client closed) instead of
+ * being handed on again: one event that kills every worker it reaches must not loop forever.
+ */
+const MAX_LOSSES = 2;
 
 class WorkerLink implements WorkerInfo {
   clients = 0;
@@ -68,7 +78,7 @@ export class WorkerPool {
   private readonly sticky = new Map<number, WorkerLink>();
   /** Last worker that got an event of each client, to tell it when the client moves on. */
   private readonly owner = new Map<number, WorkerLink>();
-  private held: Array<Omit<Pending, 'seq'> & { at: number }> = [];
+  private held: Array<Omit<Pending, 'seq'>> = [];
   private linkNumber = 0;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -102,7 +112,15 @@ export class WorkerPool {
     const pending = worker.unacked.splice(0);
     if (pending.length > 0) log.warn('business worker left with unacknowledged events; handing them on', { worker: worker.name, events: pending.length });
     else log.info('business worker unlinked', { worker: worker.name, workers: this.workers.size });
-    for (const event of pending) this.dispatch(event.client, event.cmd, event.flags, event.payload);
+    for (const event of pending) {
+      const losses = event.losses + 1;
+      if (losses >= MAX_LOSSES && event.cmd !== Cmd.CLIENT_CLOSE) {
+        log.error(`an event was lost with ${losses} worker links: dropped, and its client closed`, { client: event.client.id, bytes: event.payload.length });
+        event.client.conn.destroy();
+        continue;
+      }
+      this.dispatch(event.client, event.cmd, event.flags, event.payload, losses, event.at);
+    }
   }
 
   /** The worker asked to drain (reload): no new events for it; events already sent stay its own. */
@@ -124,15 +142,18 @@ export class WorkerPool {
     if (n > 0) unacked.splice(0, n);
   }
 
-  /** Sends one client event to the worker the router picks, or holds it. */
-  dispatch(client: Client, cmd: number, flags: number, payload: Buffer): void {
+  /**
+   * Sends one client event to the worker the router picks, or holds it. `losses` and `at` carry
+   * over when an event is handed on from a dead worker or out of the hold queue.
+   */
+  dispatch(client: Client, cmd: number, flags: number, payload: Buffer, losses = 0, at = Date.now()): void {
     const worker = this.route(client, cmd);
     if (!worker) {
       if (this.held.length >= this.hold.limit) {
         log.error('no business worker and the hold queue is full: event dropped', { client: client.id, held: this.held.length });
         return;
       }
-      this.held.push({ client, cmd, flags, payload, at: Date.now() });
+      this.held.push({ client, cmd, flags, payload, losses, at });
       return;
     }
     const previous = this.owner.get(client.counter);
@@ -144,7 +165,7 @@ export class WorkerPool {
     const needsSession = cmd === Cmd.CLIENT_CLOSE || worker.sessionSent.get(client.counter) !== client.version;
     const session = needsSession ? { version: client.version, json: envelopeOf(client, this.facts) } : undefined;
     worker.link.write(encodeClientEvent(cmd, seq, client.counter, flags, payload, session));
-    worker.unacked.push({ seq, client, cmd, flags, payload });
+    worker.unacked.push({ seq, client, cmd, flags, payload, losses, at });
     if (cmd === Cmd.CLIENT_CLOSE) this.forget(client.counter);
     else {
       worker.sessionSent.set(client.counter, client.version);
@@ -208,7 +229,7 @@ export class WorkerPool {
     const held = this.held;
     this.held = [];
     log.info('delivering held events', { events: held.length });
-    for (const event of held) this.dispatch(event.client, event.cmd, event.flags, event.payload);
+    for (const event of held) this.dispatch(event.client, event.cmd, event.flags, event.payload, event.losses, event.at);
   }
 
   private expireHeld(): void {

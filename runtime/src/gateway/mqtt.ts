@@ -35,15 +35,23 @@ export class MqttSession {
   version: MqttVersion | 0 = 0;
   /** Keep-alive in ms from the CONNECT; 0 = none. */
   keepAliveMs = 0;
-  /** Bytes of a packet split over WebSocket messages. */
-  partial: Buffer | null = null;
+  /** Pieces of a packet split over WebSocket messages, joined once it is complete. */
+  readonly partial: Buffer[] = [];
+  /** Bytes in {@link partial}. */
+  partialBytes = 0;
+  /** Length of the split packet once its fixed header arrived; 0 before. */
+  partialNeed = 0;
   private nextId = 0;
   /** Outgoing QoS ≥ 1 messages by packet id. */
   readonly inflight = new Map<number, Inflight>();
   /** Outgoing QoS ≥ 1 messages waiting for a free slot (the client's receive maximum). */
   readonly waiting: Outgoing[] = [];
-  /** Inbound QoS 2 packet ids that were forwarded and await the client's PUBREL. */
+  /** Inbound QoS 2 packet ids that were acknowledged (PUBREC) and await the client's PUBREL. */
   readonly awaitingRelease = new Set<number>();
+  /** Inbound QoS 2 packet ids passed to a worker that has not answered with PUBREC yet. */
+  readonly forwardedQos2 = new Set<number>();
+  /** Payload bytes of the messages in {@link inflight} and {@link waiting}. */
+  queuedBytes = 0;
   /** Most unacknowledged outgoing messages the client accepts (v5 receive maximum). */
   receiveMaximum = 65_535;
   /** Messages dropped because `waiting` was full. */
@@ -51,7 +59,7 @@ export class MqttSession {
 
   /** A free packet id for an outgoing message, or 0 when every id is in use. */
   allocateId(): number {
-    if (this.inflight.size >= 65_535) return 0;
+    if (this.inflight.size >= MAX_INFLIGHT) return 0;
     do this.nextId = (this.nextId % 65_535) + 1;
     while (this.inflight.has(this.nextId));
     return this.nextId;
@@ -70,6 +78,11 @@ export class MqttSession {
     return { unacked, awaitingRelease: [...this.awaitingRelease] };
   }
 
+  /** Whether another QoS ≥ 1 message may be sent now (the client's receive maximum, and the gateway's own cap). */
+  get hasFreeSlot(): boolean {
+    return this.inflight.size < Math.min(this.receiveMaximum, MAX_INFLIGHT);
+  }
+
   /** Whether the close event has anything to hand back. */
   get hasDeliveryState(): boolean {
     return this.inflight.size > 0 || this.waiting.length > 0 || this.awaitingRelease.size > 0;
@@ -81,8 +94,12 @@ export interface MqttHost<C> {
   session(client: C): MqttSession;
   /** Passes a packet's bytes to a BusinessWorker. */
   forward(client: C, packet: Buffer): void;
-  /** Writes packet bytes to the client. */
-  write(client: C, packet: Buffer): void;
+  /**
+   * Writes packet bytes to the client. An `essential` packet (a QoS ≥ 1 delivery, an
+   * acknowledgement) that cannot be queued must close the connection: the client would wait for it
+   * forever, while the close event hands the undelivered messages back.
+   */
+  write(client: C, packet: Buffer, essential?: boolean): void;
   /** Closes the client, after `last` if given. */
   close(client: C, reason: string, last?: Buffer): void;
   log(message: string, client: C): void;
@@ -109,8 +126,18 @@ export class MqttLayer<C> {
       this.packet(client, session, bytes);
       return;
     }
-    let buffer = session.partial ? Buffer.concat([session.partial, bytes]) : bytes;
-    session.partial = null;
+    let buffer = bytes;
+    if (session.partialBytes > 0) {
+      // The pieces of a split packet are kept apart and joined once: joining on every message
+      // would cost the square of the packet size.
+      session.partial.push(bytes);
+      session.partialBytes += bytes.length;
+      if (session.partialNeed > 0 && session.partialBytes < session.partialNeed) return;
+      buffer = Buffer.concat(session.partial, session.partialBytes);
+      session.partial.length = 0;
+      session.partialBytes = 0;
+      session.partialNeed = 0;
+    }
     while (buffer.length > 0) {
       const length = mqttPacketLength(buffer, this.maxPacketSize);
       if (length < 0) {
@@ -118,7 +145,9 @@ export class MqttLayer<C> {
         return;
       }
       if (length === 0 || length > buffer.length) {
-        session.partial = Buffer.from(buffer);
+        session.partial.push(Buffer.from(buffer));
+        session.partialBytes = buffer.length;
+        session.partialNeed = length;
         return;
       }
       if (!this.packet(client, session, buffer.subarray(0, length))) return;
@@ -156,7 +185,7 @@ export class MqttLayer<C> {
         return true;
       }
     } else if (bytes.length === 2 && bytes[0] === 0xc0 && bytes[1] === 0) {
-      this.host.write(client, PINGRESP);
+      this.host.write(client, PINGRESP, true);
       return true;
     }
     let packet: Packet;
@@ -171,7 +200,7 @@ export class MqttLayer<C> {
         this.refuse(client, session, MqttReason.PROTOCOL_ERROR, 'a second CONNECT');
         return false;
       case 'pingreq':
-        this.host.write(client, PINGRESP);
+        this.host.write(client, PINGRESP, true);
         return true;
       case 'puback':
       case 'pubcomp':
@@ -183,14 +212,14 @@ export class MqttLayer<C> {
         // v5: a PUBREC with an error ends the flow (the client refused the message).
         if (message && (packet.reasonCode ?? 0) < 0x80) {
           message.stage = 'pubrel';
-          this.host.write(client, this.encode({ cmd: 'pubrel', messageId: id }, session));
+          this.host.write(client, this.encode({ cmd: 'pubrel', messageId: id }, session), true);
         } else this.acknowledged(client, session, id);
         return true;
       }
       case 'pubrel': {
         const id = packet.messageId ?? 0;
         session.awaitingRelease.delete(id);
-        this.host.write(client, this.encode({ cmd: 'pubcomp', messageId: id }, session));
+        this.host.write(client, this.encode({ cmd: 'pubcomp', messageId: id }, session), true);
         return true;
       }
       case 'publish':
@@ -198,16 +227,41 @@ export class MqttLayer<C> {
           const id = packet.messageId ?? 0;
           // A resent QoS 2 message already passed on: acknowledge again, deliver once.
           if (session.awaitingRelease.has(id)) {
-            this.host.write(client, this.encode({ cmd: 'pubrec', messageId: id }, session));
+            this.host.write(client, this.encode({ cmd: 'pubrec', messageId: id }, session), true);
             return true;
           }
-          session.awaitingRelease.add(id);
+          // Passed on and not answered yet: the worker's PUBREC answers this copy too.
+          if (session.forwardedQos2.has(id)) return true;
+          session.forwardedQos2.add(id);
         }
         this.host.forward(client, bytes);
         return true;
       default:
         this.host.forward(client, bytes);
         return true;
+    }
+  }
+
+  /**
+   * Bytes a worker sends to the client: a PUBREC in them settles the QoS 2 message it answers —
+   * awaiting PUBREL if accepted, forgotten if refused (MQTT 5 reason ≥ 0x80), so a refused id can
+   * be used again.
+   */
+  sentByWorker(session: MqttSession, bytes: Buffer): void {
+    if (session.forwardedQos2.size === 0) return;
+    let offset = 0;
+    while (offset < bytes.length) {
+      const rest = bytes.subarray(offset);
+      const length = mqttPacketLength(rest);
+      if (length <= 0 || length > rest.length) return;
+      if (rest[0] === 0x50) {
+        let header = 2;
+        while (header < 5 && rest[header - 1] & 0x80) header++;
+        const id = length >= header + 2 ? rest.readUInt16BE(header) : 0;
+        const reason = length > header + 2 ? rest[header + 2] : 0;
+        if (session.forwardedQos2.delete(id) && reason < 0x80) session.awaitingRelease.add(id);
+      }
+      offset += length;
     }
   }
 
@@ -224,12 +278,15 @@ export class MqttLayer<C> {
       return;
     }
     const outgoing: Outgoing = { topic: message.topic, payload: message.payload, qos, retain: message.retain, properties: message.properties };
-    if (session.inflight.size >= session.receiveMaximum || session.waiting.length > 0) {
-      // A client that stops acknowledging must not grow the gateway without bound.
-      if (session.waiting.length >= MAX_WAITING) {
-        if (session.dropped++ === 0) this.host.log(`client stopped acknowledging: QoS ${qos} messages beyond ${MAX_WAITING} queued are dropped`, client);
-        return;
+    // A client that stops acknowledging must not grow the gateway without bound.
+    if (session.waiting.length >= MAX_WAITING || session.queuedBytes + outgoing.payload.length > MAX_QUEUED_BYTES) {
+      if (session.dropped++ === 0) {
+        this.host.log(`client stopped acknowledging: QoS ${qos} messages beyond ${MAX_WAITING} queued or ${MAX_QUEUED_BYTES >> 20} MB are dropped`, client);
       }
+      return;
+    }
+    session.queuedBytes += outgoing.payload.length;
+    if (!session.hasFreeSlot || session.waiting.length > 0) {
       session.waiting.push(outgoing);
       return;
     }
@@ -263,7 +320,8 @@ export class MqttLayer<C> {
         continue;
       }
       session.inflight.set(id, { ...outgoing, stage: m.released ? 'pubrel' : 'publish' });
-      this.host.write(client, m.released ? this.encode({ cmd: 'pubrel', messageId: id }, session) : this.encodePublish(session, outgoing, outgoing.qos, id, true));
+      session.queuedBytes += outgoing.payload.length;
+      this.host.write(client, m.released ? this.encode({ cmd: 'pubrel', messageId: id }, session) : this.encodePublish(session, outgoing, outgoing.qos, id, true), true);
     }
   }
 
@@ -274,12 +332,15 @@ export class MqttLayer<C> {
       return;
     }
     session.inflight.set(id, { ...message, stage: 'publish' });
-    this.host.write(client, this.encodePublish(session, message, message.qos, id));
+    this.host.write(client, this.encodePublish(session, message, message.qos, id), true);
   }
 
   private acknowledged(client: C, session: MqttSession, id: number): void {
-    if (!session.inflight.delete(id)) return;
-    while (session.waiting.length > 0 && session.inflight.size < session.receiveMaximum) {
+    const message = session.inflight.get(id);
+    if (!message) return;
+    session.inflight.delete(id);
+    session.queuedBytes -= message.payload.length;
+    while (session.waiting.length > 0 && session.hasFreeSlot) {
       this.send(client, session, session.waiting.shift() as Outgoing);
     }
   }
@@ -305,3 +366,11 @@ const PINGRESP = Buffer.from([0xd0, 0x00]);
 
 /** QoS ≥ 1 messages queued per client beyond its receive maximum before new ones are dropped. */
 const MAX_WAITING = 10_000;
+/** Payload bytes of QoS ≥ 1 messages, sent or queued, held per client before new ones are dropped. */
+const MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+/**
+ * QoS ≥ 1 messages sent to one client and not yet acknowledged. MQTT 5 clients lower it with their
+ * receive maximum; 3.1.1 clients have none, and a bound keeps a client that never acknowledges
+ * from holding 65,535 messages.
+ */
+const MAX_INFLIGHT = 1000;

@@ -10,6 +10,12 @@ export const LINK_PING_INTERVAL = 5;
 const AUTH_TIMEOUT = 5;
 /** Default bound on bytes queued for one internal link. */
 export const DEFAULT_LINK_BUFFER = 64 * 1024 * 1024;
+/**
+ * Largest frame either side of an internal link accepts. A client event carries a whole client
+ * package plus its session, so a gateway's `maxPackageSize` must stay well below this (the
+ * gateway checks it at construction): a frame over the limit would close the link.
+ */
+export const LINK_MAX_PACKAGE = 64 * 1024 * 1024;
 
 /** What each side tells the other in the handshake. */
 export interface PeerInfo {
@@ -178,6 +184,8 @@ export interface DialOptions {
   retry?: number;
   /** Local address to dial from. */
   localAddress?: string;
+  /** Largest frame accepted from the peer. Default {@link LINK_MAX_PACKAGE}. */
+  maxPackageSize?: number;
 }
 
 /** Milliseconds a dialled peer may be unreachable before it is worth a warning. */
@@ -191,7 +199,11 @@ export interface DialedLink {
 
 /** Connects to an internal port, authenticates, and reconnects every `retry` seconds when it drops. */
 export function dialLink(address: string, options: DialOptions): DialedLink {
-  const conn = new AsyncConnection<Buffer>(`frame://${address}`, { maxSendBufferSize: DEFAULT_LINK_BUFFER, localAddress: options.localAddress });
+  const conn = new AsyncConnection<Buffer>(`frame://${address}`, {
+    maxSendBufferSize: DEFAULT_LINK_BUFFER,
+    maxPackageSize: options.maxPackageSize ?? LINK_MAX_PACKAGE,
+    localAddress: options.localAddress,
+  });
   const link = new Link(conn);
   let closed = false;
   let clientNonce = '';
