@@ -1,5 +1,5 @@
 // MQTT clients that push a gateway to its limits, against the fixture broker (test/fixtures/mqtt):
-// a refused QoS 2 message frees its packet id, bytes before CONNECT do not keep a connection
+// a refused QoS 2 message frees its packet id, an MQTT 5 maximum packet size is kept, bytes before CONNECT do not keep a connection
 // alive, a packet split into a thousand WebSocket messages, a packet larger than the worker links'
 // old 10 MB frame limit, a subscriber whose send buffer is full, and an event that kills every
 // worker it reaches.
@@ -34,6 +34,31 @@ t.test('limits of one MQTT gateway', async (t) => {
     t.equal(delivered.payload.toString(), 'accepted', 'the message that reused id 9 reached the subscriber');
     publisher.send({ cmd: 'pubrel', messageId: 9 } as Packet);
     await publisher.packets.next(is('pubcomp', (p) => p.messageId === 9), 3000, 'PUBCOMP');
+  });
+
+  await t.test('MQTT 5 maximum packet size: larger messages are not sent to that client', async (t) => {
+    const small = await RawClient.tcp(t, broker.mqttPort);
+    await small.connect({ version: 5, properties: { maximumPacketSize: 1000 } });
+    await small.subscribe('sized/#', 1);
+    const publisher = await RawClient.tcp(t, broker.mqttPort);
+    await publisher.connect({ version: 4 });
+    let id = 1;
+    for (const [size, qos] of [
+      [2000, 0],
+      [2000, 1],
+      [100, 0],
+      [100, 1],
+    ] as const) {
+      publisher.send({ cmd: 'publish', topic: `sized/${size}/${qos}`, payload: Buffer.alloc(size), qos, messageId: qos ? id++ : undefined, dup: false, retain: false } as Packet);
+    }
+    publisher.send({ cmd: 'publish', topic: 'sized/end', payload: Buffer.from('end'), qos: 0, dup: false, retain: false } as Packet);
+    const got = await small.packets.until(is('publish', (p) => p.topic === 'sized/end'), 5000, 'end marker');
+    t.same(
+      got.filter((p) => p.cmd === 'publish').map((p) => (p as { topic: string }).topic),
+      ['sized/100/0', 'sized/100/1'],
+      'only the messages that fit were sent',
+    );
+    t.notOk(small.isClosed, 'the client is still connected');
   });
 
   await t.test('bytes that never complete a CONNECT do not keep the connection open', async (t) => {

@@ -475,6 +475,7 @@ export class Gateway extends Worker {
         session.version !== 0 &&
         (message.qos === 0 || options.qos === 0) &&
         !options.subscriptionId &&
+        !session.refuses(message.topic, message.payload) &&
         client.subscriptions?.size === 1 &&
         !(options.noLocal && client.counter === from)
       ) {
@@ -490,7 +491,7 @@ export class Gateway extends Worker {
       const qos = Math.min(message.qos, match.qos) as 0 | 1 | 2;
       const retain = match.retainAsPublished && message.retain;
       const session = client.mqtt;
-      if (mqtt && session && session.version !== 0 && qos === 0 && !match.subscriptionIds) {
+      if (mqtt && session && session.version !== 0 && qos === 0 && !match.subscriptionIds && !session.refuses(message.topic, message.payload)) {
         this.write(client.conn, this.sharedPublish(shared, mqtt, session, message, retain, properties));
         continue;
       }

@@ -56,6 +56,16 @@ export class MqttSession {
   receiveMaximum = 65_535;
   /** Messages dropped because `waiting` was full. */
   dropped = 0;
+  /** Largest packet the client accepts (v5 maximum packet size); 0 = no limit. */
+  maximumPacketSize = 0;
+
+  /**
+   * Whether a PUBLISH of this message would be over the client's maximum packet size: such a
+   * message is not sent to it (MQTT 5 §3.1.2.11.4). Counted with room for the packet's headers.
+   */
+  refuses(topic: string, payload: Buffer): boolean {
+    return this.maximumPacketSize > 0 && payload.length + topic.length * 3 + 16 > this.maximumPacketSize;
+  }
 
   /** A free packet id for an outgoing message, or 0 when every id is in use. */
   allocateId(): number {
@@ -173,6 +183,7 @@ export class MqttLayer<C> {
       session.version = connect.protocolVersion ?? 4;
       session.keepAliveMs = (connect.keepalive ?? 0) * 1000;
       if (connect.properties?.receiveMaximum) session.receiveMaximum = connect.properties.receiveMaximum;
+      if (connect.properties?.maximumPacketSize) session.maximumPacketSize = connect.properties.maximumPacketSize;
       this.host.forward(client, bytes);
       return true;
     }
@@ -272,7 +283,7 @@ export class MqttLayer<C> {
    */
   deliver(client: C, message: { topic: string; payload: Buffer; retain: boolean; properties?: IPublishPacket['properties'] }, qos: 0 | 1 | 2, shared?: Buffer): void {
     const session = this.host.session(client);
-    if (session.version === 0) return;
+    if (session.version === 0 || session.refuses(message.topic, message.payload)) return;
     if (qos === 0) {
       this.host.write(client, shared ?? this.encodePublish(session, message, 0, 0));
       return;
