@@ -19,9 +19,10 @@ import { echo } from './scenarios/echo.js';
 import { idle } from './scenarios/idle.js';
 import { mqttFanout } from './scenarios/mqtt-fanout.js';
 import { mqttQos1 } from './scenarios/mqtt-qos1.js';
+import { reload } from './scenarios/reload.js';
 import type { Measurement, Options, Scenario, ScenarioContext } from './scenarios/types.js';
 
-const SCENARIOS: Scenario[] = [idle, echo, broadcast, mqttFanout, mqttQos1];
+const SCENARIOS: Scenario[] = [idle, echo, broadcast, reload, mqttFanout, mqttQos1];
 const DRIVERS = 4;
 
 function parseArgs(argv: string[]): { opts: Options; only: string[]; runtime: string; out: string | null } {

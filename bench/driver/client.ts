@@ -22,6 +22,10 @@ interface Group {
   stalled?: Array<() => void>;
   /** Times a publisher had to wait for credit (the subscriber side lagging). */
   stalls?: number;
+  /** Connections the server closed while the group was open (never counted for `close`). */
+  dropped: number;
+  /** Echoes that arrived with nothing of theirs in flight (a message answered twice). */
+  dups: number;
 }
 
 export type Command =
@@ -46,7 +50,7 @@ function group(name: string): Group {
 }
 
 async function connect(cmd: Extract<Command, { op: 'connect' }>): Promise<unknown> {
-  const g: Group = groups.get(cmd.group) ?? { conns: [], running: false, count: 0, rounds: 0, hist: new Histogram() };
+  const g: Group = groups.get(cmd.group) ?? { conns: [], running: false, count: 0, rounds: 0, hist: new Histogram(), dropped: 0, dups: 0 };
   groups.set(cmd.group, g);
   const started = performance.now();
   let next = 0;
@@ -61,6 +65,9 @@ async function connect(cmd: Extract<Command, { op: 'connect' }>): Promise<unknow
       try {
         await conn.ready;
         g.conns.push(Object.assign(conn, { sent: [] as number[], sentHead: 0 }));
+        void conn.closed.then(() => {
+          if (groups.get(cmd.group) === g) g.dropped++;
+        });
       } catch (error) {
         failed++;
         firstError ||= (error as Error).message;
@@ -81,6 +88,10 @@ function echo(cmd: Extract<Command, { op: 'echo' }>): unknown {
     conn.sentHead = 0;
     conn.onText = () => {
       const now = nowUs();
+      if (conn.sentHead >= conn.sent.length) {
+        g.dups++;
+        return;
+      }
       g.hist.record(now - conn.sent[conn.sentHead++]);
       g.count++;
       if (conn.sentHead > 4096) {
@@ -144,7 +155,7 @@ async function halt(cmd: Extract<Command, { op: 'halt' }>): Promise<unknown> {
   g.inFlight = undefined;
   g.stalled = undefined;
   g.stalls = 0;
-  return { inFlight: left, stalls };
+  return { inFlight: left, stalls, dropped: g.dropped, dups: g.dups };
 }
 
 /**

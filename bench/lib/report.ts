@@ -107,6 +107,19 @@ export function markdown(rows: Row[], scenarios: Scenario[], notes: string[] = [
           `| ${r.variant} | ${PEERS[r.peer]?.label ?? r.peer} | ${fmt(r.median.rssKbPerConn, 1)}${spreadPct(r, 'rssKbPerConn')} | ${fmt(r.median.frontRssKbPerConn, 1)} | ${fmt(r.median.connectsPerSec)} | ${fmt(r.costRatio, 2)}${r.against ? ` (vs ${r.against})` : ''} | ${fmt(r.throughputRatio, 2)} |`,
         );
       }
+    } else if (scenario.key === 'reload') {
+      lines.push(
+        '| server | echoes/s during the reload | same server steady | reload s | lost | dropped | doubled | throughput ratio (vs steady raw ws) |',
+        '|---|---|---|---|---|---|---|---|',
+      );
+      for (const r of own) {
+        const during = r.peer === reference ? '– (nothing to reload)' : `${fmt(r.median.perSec)}${spreadPct(r, 'perSec')}`;
+        const worst = (m: string): string => fmt(r.max[m]);
+        lines.push(
+          `| ${PEERS[r.peer]?.label ?? r.peer} | ${during} | ${fmt(r.peer === reference ? r.median.perSec : r.median.steadyPerSec)} | ${r.peer === reference ? '–' : fmt(r.median.reloadMs / 1000, 1)} | ${worst('lost')} | ${worst('dropped')} | ${worst('dups')} | ${r.peer === reference ? '' : fmt(r.throughputRatio, 2)} |`,
+        );
+      }
+      lines.push('', 'lost, dropped and doubled are the worst of the repeats.');
     } else {
       const unit = scenario.unit ?? (scenario.key === 'broadcast' ? 'deliveries/s' : 'echoes/s');
       const vs = second ? ` vs ${refLabel}` : '';
