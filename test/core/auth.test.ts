@@ -99,6 +99,7 @@ t.test('wrong secret and garbage on internal ports', async (t) => {
     // Everything still works.
     await good.sendToClient(client.id, 'still-here');
     t.ok(await client.expect((m) => m.raw === 'still-here'), 'clients are still served');
+    t.notOk(core.app.output().includes(SECRET), 'no log line of any process carries the secret');
   });
 });
 
