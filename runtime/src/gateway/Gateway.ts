@@ -35,7 +35,7 @@ import { WorkerPool, type Router } from './WorkerPool.js';
 
 /** Options of a {@link Gateway}. */
 export interface GatewayOptions
-  extends Pick<WorkerOptions, 'name' | 'count' | 'transport' | 'tls' | 'protocol' | 'maxPackageSize' | 'handshakeTimeout' | 'backlog' | 'reusePort' | 'keepAlive'> {
+  extends Pick<WorkerOptions, 'name' | 'count' | 'transport' | 'tls' | 'protocol' | 'maxPackageSize' | 'handshakeTimeout' | 'backlog' | 'reusePort' | 'keepAlive' | 'maxConnectionsPerIp'> {
   /** Address workers reach this gateway on; must be an IP of this host. Default 127.0.0.1. */
   lanIp?: string;
   /** Internal port of process 0; process n listens on startPort + n. Default 2900. */

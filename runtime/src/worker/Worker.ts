@@ -21,6 +21,7 @@ import {
 import { HandoverAgent } from './handover/agent.js';
 import { TransferError, TransferErrorCode } from './handover/errors.js';
 import { wsSupport } from './handover/wsReceiver.js';
+import { IpLimiter } from './ipLimit.js';
 import { CHILD_ENV, isMasterMessage, type ChildMessage, type ConnectionInfo, type MasterMessage, type ProcessStatus } from './ipc.js';
 import { describeError, log, setRole } from './log.js';
 import { processStats } from './stats.js';
@@ -81,8 +82,23 @@ export interface WorkerOptions<M = unknown> extends Partial<ConnectionLimits>, W
   protocol?: string | Protocol;
   /** Whether `reload` restarts this worker's processes. Default true. */
   reloadable?: boolean;
-  /** Seconds a new connection has to finish its TLS or WebSocket handshake. Default 10. */
+  /**
+   * Seconds a new connection has to finish its TLS or WebSocket handshake; a peer that connects
+   * and then stalls (slowloris) is closed when it runs out. Each phase has its own budget, so a
+   * `wss://` client gets this for TLS and again for the WebSocket upgrade. Default 10.
+   */
   handshakeTimeout?: number;
+  /**
+   * Most connections one remote IP address may hold open in each process of this Worker, counted
+   * from accept (so connections still in their TLS or WebSocket handshake count too). One more from
+   * that address is refused at once: the socket is destroyed before any handshake or callback
+   * (no `onConnect`), {@link Worker.refusedConnections} counts it, and the log gets one `warn`
+   * line per address per 10 seconds however many are refused. IPv4-mapped IPv6 addresses count as
+   * their IPv4 address; unix sockets are not limited. Connections moved in from a sibling process
+   * are not counted. Processes count separately: with `count` processes an address can hold up to
+   * `count` times this many in all. A positive integer; default: no limit.
+   */
+  maxConnectionsPerIp?: number;
   /** Listen backlog. Default 1024. */
   backlog?: number;
   /** TCP keep-alive probe delay in seconds, to find peers that vanished; 0 disables. Default 60. */
@@ -178,6 +194,8 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   private stopping: Promise<void> | null = null;
   /** Moves connections to and from sibling processes (in a child of a master only). */
   private handover: HandoverAgent | null = null;
+  /** Open connections per remote address, when `maxConnectionsPerIp` is set. */
+  private readonly ipLimiter: IpLimiter | null;
 
   /**
    * @param address `tcp://`, `text://`, `frame://`, `websocket://` (`ws://`), `wss://`, `ssl://`,
@@ -201,6 +219,16 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
     const secure = (this.parsed?.tls ?? false) || options.transport === 'ssl';
     if (secure && !options.tls) throw new TypeError(`worker "${this.name}": ${address} needs TLS options (tls: { cert, key })`);
     if (secure && options.tls) this.secureContext = tls.createSecureContext(options.tls);
+    const self = this;
+    this.ipLimiter =
+      options.maxConnectionsPerIp === undefined
+        ? null
+        : new IpLimiter(options.maxConnectionsPerIp, {
+            // Read when a line is logged: the name may be changed after construction.
+            get worker() {
+              return self.name;
+            },
+          });
     if (Worker.current === null) {
       this.index = Worker.all.length;
       Worker.all.push(this as Worker);
@@ -219,6 +247,11 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   get listening(): string {
     if (!this.parsed) return 'none';
     return formatListen(this.parsed.scheme, this.parsed.endpoint, this.boundPort || undefined);
+  }
+
+  /** Connections this process refused at accept because of `maxConnectionsPerIp`. */
+  get refusedConnections(): number {
+    return this.ipLimiter?.refused ?? 0;
   }
 
   /** How this Worker frames client data: ws messages, or a byte-stream protocol (null = raw). @internal */
@@ -388,6 +421,7 @@ export class Worker<A extends string = string> implements ConnectionOwner, Worke
   private accept(rawSocket: net.Socket): void {
     // A reset before our handlers are attached must not become an uncaught 'error'.
     rawSocket.on('error', () => {});
+    if (this.ipLimiter && !this.ipLimiter.admit(rawSocket)) return;
     const keepAlive = this.options.keepAlive ?? 60;
     if (keepAlive > 0 && rawSocket.remoteAddress !== undefined) rawSocket.setKeepAlive(true, keepAlive * 1000);
     if (!this.secureContext) {
