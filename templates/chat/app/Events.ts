@@ -13,9 +13,15 @@
  *   → {"type":"pong"} (answer to the gateway's {"type":"ping"}): ignored
  *   on disconnect ← room: {"type":"logout","from_client_id","from_client_name","time"}
  *   bad input ← that client only: {"type":"error","message"}
+ *   flooding ← {"type":"warning","code":"flood"}, then {"type":"error","code":"flood"} and disconnected
  * User text is HTML-escaped here, because workerman-chat pages insert it as HTML.
+ *
+ * Hostile input stays with its sender: a message over MAX_MESSAGE_BYTES never gets here (the
+ * gateway closes that connection, code 1009), anything else that is not what the protocol expects
+ * gets an error reply, and a client sending too fast is warned, then disconnected (floodCheck).
  */
 import { Gateway } from 'gatewayworker';
+import { config } from './config.ts';
 import { appendMessage, recentMessages } from './history.ts';
 
 /** What this app keeps in a client's session (written back to the gateway after each handler). */
@@ -28,6 +34,8 @@ interface ChatSession {
 interface Context {
   session: ChatSession;
   send(data: string): unknown;
+  /** Sends `data` (if given), then closes the client's connection. */
+  close(data?: string): unknown;
 }
 
 const MAX_NAME = 32;
@@ -35,6 +43,8 @@ const MAX_ROOM = 64;
 const MAX_CONTENT = 2000;
 
 export async function onMessage(clientId: string, message: string | Uint8Array, ctx: Context): Promise<void> {
+  if (!(await floodCheck(clientId, ctx))) return;
+
   let data: Record<string, unknown>;
   try {
     data = JSON.parse(typeof message === 'string' ? message : Buffer.from(message).toString('utf8'));
@@ -51,11 +61,12 @@ export async function onMessage(clientId: string, message: string | Uint8Array, 
     case 'say':
       return say(clientId, data, ctx);
     default:
-      return fail(ctx, `unknown message type: ${escapeHtml(String(data.type))}`);
+      return fail(ctx, `unknown message type: ${escapeHtml(String(data.type).slice(0, 32))}`);
   }
 }
 
 export async function onClose(clientId: string, ctx: Context): Promise<void> {
+  flood.delete(clientId);
   const { room_id, client_name } = ctx.session;
   if (room_id === undefined) return; // never logged in
   // The gateway has already taken the client out of its groups.
@@ -65,7 +76,9 @@ export async function onClose(clientId: string, ctx: Context): Promise<void> {
 async function login(clientId: string, data: Record<string, unknown>, ctx: Context): Promise<void> {
   const room = typeof data.room_id === 'string' || typeof data.room_id === 'number' ? String(data.room_id).trim() : '';
   if (room === '' || room.length > MAX_ROOM) return fail(ctx, `room_id must be 1-${MAX_ROOM} characters`);
-  const wanted = typeof data.client_name === 'string' ? data.client_name.trim().slice(0, MAX_NAME) : '';
+  // Control characters (line breaks, escapes) are dropped from names; markup is escaped below.
+  // eslint-disable-next-line no-control-regex
+  const wanted = typeof data.client_name === 'string' ? data.client_name.replace(/[\u0000-\u001f\u007f]/g, '').trim().slice(0, MAX_NAME) : '';
   const requested = escapeHtml(wanted === '' ? 'guest' : wanted);
 
   // Logging in again (e.g. another room): leave the old room first.
@@ -146,6 +159,48 @@ const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '
 
 function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+}
+
+// ---- flood control ---------------------------------------------------------------------------
+
+/**
+ * Per client, per one-second window (counted in the worker that gets the client's messages; the
+ * gateway sends all of one client's messages to the same worker): past maxMessagesPerSecond the
+ * messages are dropped and the client gets one warning; going past twice the limit in that window,
+ * or past the limit again later, closes the connection after an error saying why.
+ */
+const flood = new Map<string, { start: number; count: number; warned: boolean; closing: boolean }>();
+
+async function floodCheck(clientId: string, ctx: Context): Promise<boolean> {
+  const now = Date.now();
+  let entry = flood.get(clientId);
+  if (!entry) {
+    if (flood.size >= 10_000) forgetIdle(now);
+    flood.set(clientId, (entry = { start: now, count: 0, warned: false, closing: false }));
+  }
+  if (now - entry.start >= 1000) {
+    entry.start = now;
+    entry.count = 0;
+  }
+  entry.count++;
+  const max = config.maxMessagesPerSecond;
+  if (entry.closing) return false;
+  if (entry.count <= max) return true;
+  if (!entry.warned) {
+    entry.warned = true;
+    await ctx.send(json({ type: 'warning', code: 'flood', message: `more than ${max} messages a second: slow down or be disconnected` }));
+    return false;
+  }
+  if (entry.count === max + 1 || entry.count > 2 * max) {
+    entry.closing = true;
+    await ctx.close(json({ type: 'error', code: 'flood', message: 'too many messages: disconnected' }));
+  }
+  return false;
+}
+
+/** Entries of clients silent for a minute (their close may have reached another worker). */
+function forgetIdle(now: number): void {
+  for (const [id, entry] of flood) if (now - entry.start > 60_000) flood.delete(id);
 }
 
 /** `YYYY-MM-DD HH:mm:ss` in the server's local time, as workerman-chat sends it. */

@@ -5,6 +5,7 @@
  */
 import { pathToFileURL } from 'node:url';
 import { Gateway, Worker } from 'gatewayworker';
+import { config } from './config.ts';
 
 const port = Number(process.env.{{envPrefix}}GATEWAY_PORT ?? {{gatewayPort}});
 
@@ -20,6 +21,9 @@ new Gateway(`websocket://0.0.0.0:${port}`, {
   // page answers {"type":"ping"} with {"type":"pong"}. Set pingNotResponseLimit to close silent clients.
   pingInterval: Number(process.env.{{envPrefix}}PING_INTERVAL ?? 25),
   pingData: '{"type":"ping"}',
+  // A client message bigger than this closes that client's connection (WebSocket code 1009)
+  // before it is read; see config.ts.
+  maxPackageSize: config.maxMessageBytes,
   staticDir: new URL('../../web', import.meta.url),
 });
 
