@@ -19,4 +19,9 @@ export const config = {
    * (see floodCheck in Events.ts). Counted by the worker that gets the client's messages.
    */
   maxMessagesPerSecond: Math.max(1, Math.floor(num(process.env.{{envPrefix}}MAX_MESSAGES_PER_SECOND, 60))),
+  /**
+   * Connections one IP address may hold open per gateway process [256]; more are refused at accept.
+   * Clients behind one NAT share an address: raise it for an office or a campus.
+   */
+  maxConnectionsPerIp: Math.max(1, Math.floor(num(process.env.{{envPrefix}}MAX_CONNECTIONS_PER_IP, 256))),
 };

@@ -24,6 +24,8 @@ new Gateway(`websocket://0.0.0.0:${port}`, {
   // A client message bigger than this closes that client's connection (WebSocket code 1009)
   // before it is read; see config.ts.
   maxPackageSize: config.maxMessageBytes,
+  // A flood of connections from one address is refused before its handshake; see config.ts.
+  maxConnectionsPerIp: config.maxConnectionsPerIp,
   staticDir: new URL('../../web', import.meta.url),
 });
 
