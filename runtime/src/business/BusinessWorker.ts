@@ -108,7 +108,12 @@ export class BusinessWorker extends Worker {
     this.acks.set(gateway, new AckTracker((seq) => gateway.link.write(encodeU32(Cmd.ACK, seq))));
     // The gateway restarted: its old clients are gone, and only this side can tell the app.
     if (previousEpoch !== 0 && previousEpoch !== gateway.epoch) this.closeClientsOf(gateway, previousEpoch);
-    if (this.draining) gateway.link.write(encodeJson(Cmd.DRAIN, {}));
+    // A link that comes up while draining may still bring events (held ones): drain it too,
+    // and stop only once its gateway confirmed.
+    if (this.draining) {
+      this.draining.pending.add(gateway);
+      gateway.link.write(encodeJson(Cmd.DRAIN, {}));
+    }
   }
 
   private gatewayDown(gateway: GatewayLink): void {

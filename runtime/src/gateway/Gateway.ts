@@ -59,6 +59,12 @@ export interface GatewayOptions
   sendToWorkerBufferSize?: number;
   /** Bytes queued per client before sends are dropped. Default 1 MB. */
   sendToClientBufferSize?: number;
+  /**
+   * What happens to a client that does not read fast enough, once `sendToClientBufferSize` bytes
+   * wait for it: `drop` (default) drops further messages until its buffer drains; `close` closes
+   * the connection (workers get `onClose`), so a client never silently misses messages.
+   */
+  slowClientPolicy?: 'drop' | 'close';
   /** Client events kept while no worker is up. Default 100,000. */
   holdLimit?: number;
   /** Seconds a client event waits for a worker before it is dropped with a log line. Default 30. */
@@ -135,6 +141,14 @@ export class Gateway extends Worker {
     this.onMessage = (conn, data, binary) => this.clientMessage(conn, data, binary);
     this.onClose = (conn) => this.clientClosed(conn);
     this.onError = (conn, code, message) => this.clientError(conn, code, message);
+    if (options.slowClientPolicy === 'close') this.onBufferFull = (conn) => this.closeSlowClient(conn);
+  }
+
+  /** `slowClientPolicy: 'close'`: a client whose send buffer filled up is closed. */
+  private closeSlowClient(conn: Connection): void {
+    log.info('client not reading: send buffer full, closing it', { client: this.clients.get(conn.id)?.id ?? conn.id, buffered: conn.sendBufferSize });
+    if (this.corked.delete(conn)) conn.uncork();
+    conn.destroy();
   }
 
   /** A transport error (the connection is being dropped): an MQTT 5 client whose packet was too large is told why first. */

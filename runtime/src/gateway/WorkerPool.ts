@@ -42,8 +42,10 @@ interface Pending {
 }
 
 /**
- * An event whose worker link died this many times is dropped (and its client closed) instead of
- * being handed on again: one event that kills every worker it reaches must not loop forever.
+ * An event whose worker died this many times while handling it is dropped (and its client closed)
+ * instead of being handed on again: one event that kills every worker it reaches must not loop
+ * forever. Only a crash counts: a link dropped for silence (a partition) or of a worker that
+ * was draining (a reload) says nothing about the event.
  */
 const MAX_LOSSES = 2;
 
@@ -112,8 +114,9 @@ export class WorkerPool {
     const pending = worker.unacked.splice(0);
     if (pending.length > 0) log.warn('business worker left with unacknowledged events; handing them on', { worker: worker.name, events: pending.length });
     else log.info('business worker unlinked', { worker: worker.name, workers: this.workers.size });
+    const crashed = !worker.draining && !link.droppedForSilence;
     for (const event of pending) {
-      const losses = event.losses + 1;
+      const losses = event.losses + (crashed ? 1 : 0);
       if (losses >= MAX_LOSSES && event.cmd !== Cmd.CLIENT_CLOSE) {
         log.error(`an event was lost with ${losses} worker links: dropped, and its client closed`, { client: event.client.id, bytes: event.payload.length });
         event.client.conn.destroy();
@@ -158,8 +161,10 @@ export class WorkerPool {
     }
     const previous = this.owner.get(client.counter);
     if (previous && previous !== worker) {
-      // The client moved on: its old worker forgets it (so a gateway crash is reported once).
+      // The client moved on: its old worker forgets it (so a gateway crash is reported once),
+      // session included — should the client come back, the session goes with it again.
       previous.link.write(encodeClientEvent(Cmd.CLIENT_CLOSE, 0, client.counter, 0, Buffer.alloc(0)));
+      previous.sessionSent.delete(client.counter);
     }
     const seq = worker.nextSeq++;
     const needsSession = cmd === Cmd.CLIENT_CLOSE || worker.sessionSent.get(client.counter) !== client.version;

@@ -34,6 +34,8 @@ export class Link {
   /** What the other side said about itself in the handshake. */
   peer: PeerInfo = { role: 'unknown', name: 'unknown' };
   authenticated = false;
+  /** Set when this side dropped the link because the peer went silent (a partition, not a crash). */
+  droppedForSilence = false;
   onFrame: (cmd: number, body: Buffer) => void = () => {};
   private queue: Buffer[] = [];
   private queued = 0;
@@ -92,6 +94,7 @@ export class Link {
     this.pingTimer = setInterval(() => {
       if (Date.now() - this.lastHeard > LINK_PING_INTERVAL * 3000) {
         log.warn('internal link silent, dropping it', { peer: this.peer.name });
+        this.droppedForSilence = true;
         this.conn.destroy();
         return;
       }
