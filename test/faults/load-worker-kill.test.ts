@@ -1,7 +1,7 @@
 /**
  * kill -9 of a BusinessWorker under steady load: 500 WebSocket clients, each sending an echo every
- * 1–2 s (about 330 messages/s, spread out so that two shared cores cope). README, "What is promised
- * when things fail": clients see nothing; events the dead worker had not acknowledged go to
+ * 1–2 s (about 330 messages/s, spread out so that two shared cores cope). README, "Guarantees":
+ * clients see nothing; events the dead worker had not acknowledged go to
  * another worker (at least once), so nothing is lost and only messages in flight at the kill may
  * be answered twice.
  */

@@ -1,5 +1,5 @@
 /**
- * A BusinessWorker killed with SIGKILL under traffic (README, "What is promised when things fail"):
+ * A BusinessWorker killed with SIGKILL under traffic (README, "Guarantees"):
  * clients stay connected, every message gets a reply (events the dead worker had not acknowledged
  * are handed to the other worker: at-least-once), and the supervisor brings the worker back.
  *
