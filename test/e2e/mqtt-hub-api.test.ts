@@ -76,8 +76,8 @@ async function api(path: string, init: RequestInit & { token?: string | null } =
   return { status: res.status, headers: res.headers, body };
 }
 
-const command = (id: string, body: string, type = 'text/plain') =>
-  api(`/api/devices/${encodeURIComponent(id)}/command`, { method: 'POST', body, headers: { 'Content-Type': type } });
+const command = (id: string, body: string, type = 'application/json', headers: Record<string, string> = {}) =>
+  api(`/api/devices/${encodeURIComponent(id)}/command`, { method: 'POST', body, headers: { 'Content-Type': type, ...headers } });
 
 t.test('HTTP API: the token, the online list, commands', { skip: noMosquitto }, async (t) => {
   const s1 = dev['sensor-1']!;
@@ -111,10 +111,10 @@ t.test('HTTP API: the token, the online list, commands', { skip: noMosquitto }, 
     t.ok(Date.parse(d?.connectedAt) <= Date.parse(d?.lastSeen), 'connected at ≤ last seen');
   }
 
-  const sent = await command('sensor-1', 'reboot');
+  const sent = await command('sensor-1', '"reboot"');
   t.equal(sent.status, 202, 'POST a command: 202');
   t.same(sent.body, { topic: 'devices/sensor-1/command', delivered: true }, 'delivered: the device is online');
-  t.match(await device.messages.next(), { topic: 'devices/sensor-1/command', payload: 'reboot', qos: 1 }, 'mosquitto_sub gets it at QoS 1');
+  t.match(await device.messages.next(), { topic: 'devices/sensor-1/command', payload: '"reboot"', qos: 1 }, 'mosquitto_sub gets it at QoS 1');
 
   const json = await command('sensor-2', '{"action":"blink","times":3}', 'application/json');
   t.equal(json.status, 202);
@@ -122,12 +122,24 @@ t.test('HTTP API: the token, the online list, commands', { skip: noMosquitto }, 
   t.match(got, { topic: 'devices/sensor-2/command', payload: '{"action":"blink","times":3}', qos: 1 }, 'the JSON body arrives as sent');
   t.equal(got.properties?.contentType, 'application/json', 'with its content type (MQTT 5)');
 
-  t.equal((await command('sensor-2', '{not json', 'application/json')).status, 400, 'invalid JSON with a JSON content type: 400');
-  t.equal((await command('bad id!', 'x')).status, 400, 'an invalid device id: 400');
+  t.equal((await command('sensor-2', '{not json', 'application/json')).status, 400, 'invalid JSON: 400');
+  // What a page on another site could make a browser send: refused, the token notwithstanding.
+  const plain = await command('sensor-1', 'reboot', 'text/plain');
+  t.equal(plain.status, 415, 'a body that is not application/json: 415 (a browser sends JSON to another site only after a preflight)');
+  t.match(plain.body, { error: /application\/json/ });
+  t.equal((await command('sensor-1', '{}', 'application/x-www-form-urlencoded')).status, 415, 'a form post: 415');
+  const foreign = await command('sensor-1', '{}', 'application/json', { Origin: 'http://evil.example' });
+  t.equal(foreign.status, 403, 'a request from another origin: 403');
+  t.match(foreign.body, { error: /another origin/ });
+  t.equal((await command('sensor-1', '{}', 'application/json', { 'Sec-Fetch-Site': 'cross-site' })).status, 403, 'Sec-Fetch-Site cross-site: 403');
+  const own = await command('sensor-1', '"from the dashboard origin"', 'application/json', { Origin: hub.httpUrl, 'Sec-Fetch-Site': 'same-origin' });
+  t.equal(own.status, 202, 'from the hub\'s own origin: 202');
+  t.match(await device.messages.next(), { payload: '"from the dashboard origin"' });
+  t.equal((await command('bad id!', '{}')).status, 400, 'an invalid device id: 400');
   t.equal((await api('/api/devices/sensor-1/command')).status, 405, 'GET on the command route: 405');
   t.equal((await api('/api/nothing')).status, 404, 'an unknown API route: 404');
-  t.equal((await command('sensor-1', 'x'.repeat(70 * 1024))).status, 413, 'a body over 64 KB: 413');
-  const offline = await command('nobody-here', 'hello?');
+  t.equal((await command('sensor-1', JSON.stringify('x'.repeat(70 * 1024)))).status, 413, 'a body over 64 KB: 413');
+  const offline = await command('nobody-here', '"hello?"');
   t.same([offline.status, offline.body.delivered], [202, false], 'a device not online: 202, delivered false');
   t.same(device.messages.items, [], 'sensor-1 got nothing of the refused or other commands');
 
@@ -142,10 +154,10 @@ t.test('HTTP API: the token, the online list, commands', { skip: noMosquitto }, 
   await subscribe(persistent, 'devices/sensor-1/command', { qos: 1 });
   await persistent.client.endAsync();
   await sleep(300);
-  const queued = await command('sensor-1', 'while-away');
+  const queued = await command('sensor-1', '"while-away"');
   t.same([queued.status, queued.body.delivered], [202, false], 'sent while sensor-1 is offline: delivered false');
   const back = await js(t, s1, { ws: true, protocolVersion: 5, clientId: 's1-persistent', clean: false, properties: { sessionExpiryInterval: 300 } });
-  t.match(await back.received.next(), { topic: 'devices/sensor-1/command', payload: 'while-away' }, 'it arrives when the device returns');
+  t.match(await back.received.next(), { topic: 'devices/sensor-1/command', payload: '"while-away"' }, 'it arrives when the device returns');
 });
 
 t.test('presence: devices/<id>/online is 1 while a connection is open, 0 after the last', async (t) => {
@@ -218,10 +230,9 @@ t.test('the dashboard in Chromium: lists a connected device; a command from the 
 
   await row.locator('button', { hasText: 'Command' }).click();
   t.equal(await page.inputValue('#device'), 'sensor-1', 'the row\'s Command button fills in the device id');
-  await page.selectOption('#type', 'text/plain');
-  await page.fill('#payload', 'from-the-page');
+  await page.fill('#payload', '{"from":"the page"}');
   await page.click('#command button[type=submit]');
-  t.match(await device.messages.next(), { topic: 'devices/sensor-1/command', payload: 'from-the-page' }, 'the command typed in the page reaches the device');
+  t.match(await device.messages.next(), { topic: 'devices/sensor-1/command', payload: '{"from":"the page"}' }, 'the command typed in the page reaches the device (a same-origin JSON POST)');
   await page.locator('#status', { hasText: 'sent to sensor-1' }).waitFor();
   t.pass('and the page says it was sent');
 

@@ -4,8 +4,10 @@
  * clients no one here wrote: `mosquitto_pub` / `mosquitto_sub` over TCP, the `mqtt` npm client
  * over TCP and WebSocket, MQTT 3.1.1 and 5.0, and a raw mqtt-packet client for what polite
  * clients never do. This file: wildcards, retained messages, presence, auth and ACL refusals,
- * take-over by client id, malformed input, keep-alive, last will.
+ * take-over by client id, malformed input, keep-alive, last will and its MQTT 5 delay,
+ * subscription identifiers, and the HTTP API's checks when it has no ADMIN_TOKEN.
  */
+import { request as httpRequest } from 'node:http';
 import t, { type Test } from 'tap';
 import type { IClientOptions } from 'mqtt';
 import type { IDisconnectPacket } from 'mqtt-packet';
@@ -372,4 +374,82 @@ t.test('last will on kill -9; none after a clean DISCONNECT', async (t) => {
   await subscribe(late, 'devices/beta/will', { qos: 1 });
   t.match(await late.received.next(), { payload: 'child-died', retain: true }, 'a retained will is kept as the retained message');
   await publish(late, 'devices/beta/will', '', { qos: 1, retain: true });
+});
+
+t.test('MQTT 5 subscription identifiers reach retained messages sent at SUBSCRIBE', async (t) => {
+  const { alpha } = dev;
+  const publisher = await js(t, alpha!, { clientId: 'alpha-sid-pub' });
+  await publish(publisher, 'devices/alpha/sid/state', 'retained-state', { qos: 1, retain: true });
+  t.teardown(() => publisher.client.publishAsync('devices/alpha/sid/state', '', { qos: 1, retain: true }).then(() => {}, () => {}));
+  const sub = await js(t, alpha!, { ws: true, protocolVersion: 5, clientId: 'alpha-sid' });
+  await sub.client.subscribeAsync('devices/alpha/sid/+', { qos: 1, properties: { subscriptionIdentifier: 9 } });
+  const retained = await sub.received.next((m) => m.topic === 'devices/alpha/sid/state');
+  t.equal(retained.retain, true, 'the retained message');
+  t.same([retained.properties?.subscriptionIdentifier].flat(), [9], 'carries the subscription identifier of its SUBSCRIBE');
+  await publish(publisher, 'devices/alpha/sid/live', 'live', { qos: 1 });
+  const live = await sub.received.next((m) => m.topic === 'devices/alpha/sid/live');
+  t.same([live.properties?.subscriptionIdentifier].flat(), [9], 'as a live one does');
+});
+
+t.test('MQTT 5 will delay: the will comes after the delay, and not at all when the client is back first', async (t) => {
+  const { alpha } = dev;
+  const watch = await js(t, alpha!, { clientId: 'alpha-wd-watch' });
+  await subscribe(watch, 'devices/alpha/wd/#', { qos: 1 });
+  const withWill = (clientId: string, delay: number) =>
+    rawConnect(
+      t,
+      { port: hub.mqttPort },
+      {
+        clientId,
+        username: 'alpha',
+        password: Buffer.from(alpha!.password),
+        clean: false,
+        properties: { sessionExpiryInterval: 60 },
+        will: { topic: `devices/alpha/wd/${clientId}`, payload: Buffer.from(`${clientId}-gone`), qos: 1, retain: false, properties: { willDelayInterval: delay } },
+      },
+      5,
+    );
+
+  const late = await withWill('late', 2);
+  t.equal(late.connack.reasonCode, 0);
+  const lostAt = Date.now();
+  late.raw.destroy();
+  const will = await watch.received.next((m) => m.topic === 'devices/alpha/wd/late', 15_000);
+  const after = Date.now() - lostAt;
+  t.equal(will.payload, 'late-gone', 'the will arrives');
+  t.ok(after >= 1500, `not before its 2 s delay (${after} ms after the connection was lost)`);
+
+  const back = await withWill('back', 3);
+  back.raw.destroy();
+  await sleep(300);
+  const again = await withWill('back', 3);
+  t.equal(again.connack.sessionPresent, true, 'back within the delay, session present');
+  await sleep(5000);
+  await publish(watch, 'devices/alpha/wd/marker', 'marker', { qos: 1 });
+  t.same(text(await watch.received.until((m) => m.payload === 'marker')).filter((m) => m.includes('back-gone')), [], 'no will: the client came back before the delay');
+  again.raw.send({ cmd: 'disconnect', reasonCode: 0, properties: { sessionExpiryInterval: 0 } });
+});
+
+t.test('the HTTP API without ADMIN_TOKEN answers only requests addressed to localhost', async (t) => {
+  const request = (method: string, headers: Record<string, string>, body?: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: hub.wsPort, method, path: '/api/devices' + (method === 'POST' ? '/alpha/command' : ''), headers }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  const rebound = await request('GET', { Host: `evil.example:${hub.wsPort}` });
+  t.equal(rebound.status, 403, 'Host of another name (DNS rebinding): 403');
+  t.match(JSON.parse(rebound.body), { error: /localhost or a name in API_HOSTS/ });
+  t.equal((await request('GET', { Host: `localhost:${hub.wsPort}` })).status, 200, 'Host localhost: 200');
+  t.equal((await request('GET', { Host: `127.0.0.1:${hub.wsPort}` })).status, 200, 'Host 127.0.0.1: 200');
+  const form = await request('POST', { Host: `localhost:${hub.wsPort}`, 'Content-Type': 'text/plain' }, 'reboot');
+  t.equal(form.status, 415, 'a POST that is not JSON: 415');
+  const csrf = await request('POST', { Host: `localhost:${hub.wsPort}`, 'Content-Type': 'application/json', Origin: 'http://evil.example' }, '{}');
+  t.equal(csrf.status, 403, 'a POST from another origin: 403');
+  const ok = await request('POST', { Host: `localhost:${hub.wsPort}`, 'Content-Type': 'application/json', Origin: `http://localhost:${hub.wsPort}` }, '{}');
+  t.equal(ok.status, 202, 'from its own origin: 202');
 });

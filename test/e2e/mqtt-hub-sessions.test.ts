@@ -2,8 +2,9 @@
  * End to end, the MQTT hub's delivery promises (see mqtt-hub-protocol.test.ts for the setup):
  * persistent sessions (clean session 0 in 3.1.1, session expiry in 5.0) keep subscriptions and
  * QoS 1/2 messages for an offline device; QoS 2 arrives exactly once, also across a reconnect;
- * a message sent but never acknowledged is sent again when the device returns, with its packet id
- * and DUP set, and a QoS 2 message the device received gets only its PUBREL again (MQTT §4.4);
+ * a message sent but never acknowledged is sent again when the device returns, with its packet id,
+ * DUP set and its MQTT 5 properties, and a QoS 2 message the device received gets only its PUBREL
+ * again (MQTT §4.4);
  * the device's own QoS 2 PUBLISH resent after a reconnect is delivered once; retained messages
  * and offline sessions survive a restart of the hub.
  */
@@ -27,6 +28,7 @@ import {
   subscribe,
   subscribedOrThrow,
   tempDir,
+  within,
   type Device,
   type Hub,
   type MosqOptions,
@@ -330,6 +332,26 @@ t.test('inbound QoS 2: a duplicate PUBLISH before PUBREL is delivered once', asy
   again.raw.send({ cmd: 'pubrel', messageId: 44 });
   const more = await sub.received.until((m) => m.payload === 'end');
   t.same(more.map((m) => m.payload), ['across'], 'a PUBLISH resent with DUP after a reconnect is delivered once (MQTT 4.3.3, method B)');
+});
+
+t.test('in flight: a message resent on reconnect keeps its MQTT 5 properties', async (t) => {
+  const topic = 'devices/carol/inflight-props';
+  const a = await rawCarol(t, 'carol-ifp', 5);
+  a.raw.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 1 }], properties: { subscriptionIdentifier: 21 } });
+  await nextPacket(a.raw, 'suback');
+  const publisher = await js(t, dev.carol!, { protocolVersion: 5, clientId: 'carol-ifp-pub' });
+  const properties = { contentType: 'application/json', responseTopic: 'devices/carol/reply', correlationData: Buffer.from('req-7'), userProperties: { trace: 'abc' } };
+  await within(publisher.client.publishAsync(topic, '{"n":1}', { qos: 1, properties }), 5000, 'PUBACK');
+  const first = (await nextPacket(a.raw, isPublish('{"n":1}'))) as IPublishPacket;
+  t.match(first.properties, { ...properties, subscriptionIdentifier: 21 }, 'delivered with its properties — and not acknowledged');
+  a.raw.destroy();
+  await sleep(500);
+
+  const b = await rawCarol(t, 'carol-ifp', 5);
+  const again = (await nextPacket(b.raw, isPublish('{"n":1}'))) as IPublishPacket;
+  t.same([again.messageId, again.dup], [first.messageId, true], 'resent with its packet id and DUP');
+  t.match(again.properties, { ...properties, subscriptionIdentifier: 21 }, 'and the same properties: content type, response topic, correlation data, user properties, subscription identifier');
+  b.raw.send({ cmd: 'puback', messageId: again.messageId! });
 });
 
 t.test('take-over: the in-flight state moves to the new connection', async (t) => {

@@ -165,6 +165,32 @@ t.test('another process adding a device takes effect without a restart', async (
   await t.rejects(new CredentialStore(file).verifyDevice('other', other), /not valid JSON/, 'a first read of a broken file fails loudly');
 });
 
+t.test('devices.json: entries with an invalid device id are refused, with a clear message, and kept as they are', async (t) => {
+  const file = path.join(hub.root, 'hand-edited', 'devices.json');
+  const writer = new CredentialStore(file);
+  const good = await writer.addDevice('good');
+  const record = JSON.parse(fs.readFileSync(file, 'utf8')).good as Record<string, string>;
+  // A hand edit: the same record under ids a device can never have.
+  fs.writeFileSync(file, JSON.stringify({ good: record, 'evil:one': record, 'a/b': record }));
+  const store = new CredentialStore(file);
+  const warnings: string[] = [];
+  store.onWarning = (message) => warnings.push(message);
+  t.equal(await store.verifyDevice('evil:one', good), false, 'an id with `:` cannot connect (it would break the <deviceId>:<clientId> keys)');
+  t.equal(await store.verifyDevice('a/b', good), false, 'nor one with `/`');
+  t.equal(await store.verifyDevice('good', good), true, 'the valid entries still work');
+  t.same((await store.listDevices()).map((d) => d.id), ['good']);
+  t.same((await store.invalidIds()).sort(), ['a/b', 'evil:one']);
+  t.equal(warnings.length, 2, 'one warning per invalid id, once');
+  t.match(warnings.join('\n'), /device id "evil:one" refused, that device cannot connect: a device id is 1-64 characters .*--remove 'evil:one'/);
+  await store.verifyDevice('good', good);
+  t.equal(warnings.length, 2, 'not repeated while the file is unchanged');
+
+  await store.addDevice('another');
+  t.same(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8'))).sort(), ['a/b', 'another', 'evil:one', 'good'], 'a write keeps the refused entries as they were');
+  t.equal(await store.removeDevice('evil:one'), true, 'and --remove takes one out');
+  t.same(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8'))).sort(), ['a/b', 'another', 'good']);
+});
+
 /** Runs scripts/device-add.ts in the rendered project. */
 function deviceAdd(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
@@ -198,6 +224,9 @@ t.test('npm run device:add', async (t) => {
   const invalid = await deviceAdd('bad/id');
   t.equal(invalid.code, 1);
   t.match(invalid.stderr, /^invalid device id "bad\/id"/);
+  const colon = await deviceAdd('dev:1');
+  t.equal(colon.code, 1);
+  t.match(colon.stderr, /^invalid device id "dev:1": use 1-64 characters of A-Z a-z 0-9 _ \. -/, 'a `:` is refused: ids are the first part of <deviceId>:<clientId>');
 
   const replaced = await deviceAdd('--replace', 'sensor-1');
   t.equal(replaced.code, 0, replaced.stderr);
@@ -208,6 +237,17 @@ t.test('npm run device:add', async (t) => {
   const list = await deviceAdd('--list');
   t.equal(list.code, 0);
   t.match(list.stdout, /^sensor-1\t\d{4}-/m);
+
+  // A hand edit slipped an invalid id in: every command says so, plainly.
+  const data = path.join(hub.root, 'data', 'devices.json');
+  const entries = JSON.parse(fs.readFileSync(data, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(data, JSON.stringify({ ...entries, 'x:y': entries['sensor-1'] }));
+  const warned = await deviceAdd('--list');
+  t.equal(warned.code, 0);
+  t.match(warned.stderr, /^warning: .*devices\.json: device id "x:y" refused, that device cannot connect/m, 'the invalid id is named on stderr');
+  t.notMatch(warned.stdout, 'x:y', 'and not listed');
+  t.equal((await deviceAdd('--remove', 'x:y')).code, 0, 'it can be removed');
+  t.notMatch((await deviceAdd('--list')).stderr, 'x:y');
 
   t.equal((await deviceAdd('--remove', 'sensor-1')).code, 0);
   const gone = await deviceAdd('--remove', 'sensor-1');

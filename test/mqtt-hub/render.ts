@@ -66,3 +66,18 @@ export const HUB_CORE_FILES = [
   'app/start_store.ts',
   'scripts/device-add.ts',
 ];
+
+/** The template files the handler tests need: the broker logic, what it imports, the HTTP guard. */
+export const HUB_HANDLER_FILES = [
+  ...HUB_CORE_FILES,
+  'app/Events.ts',
+  'app/http-guard.ts',
+  'app/handlers/connect.ts',
+  'app/handlers/context.ts',
+  'app/handlers/disconnect.ts',
+  'app/handlers/publish.ts',
+  'app/handlers/store.ts',
+  'app/handlers/subscribe.ts',
+  'app/handlers/unsubscribe.ts',
+  'app/handlers/will.ts',
+];

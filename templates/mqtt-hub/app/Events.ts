@@ -9,6 +9,7 @@
  *   handlers/subscribe.ts    ACL per filter, SUBACK, retained messages
  *   handlers/unsubscribe.ts  UNSUBACK
  *   handlers/disconnect.ts   DISCONNECT, and the close: session back to the store, will, presence
+ *   handlers/will.ts         last wills, now or after their MQTT 5 will delay
  *
  * One client's packets are handled one after another, in order; different clients' interleave.
  */
@@ -20,6 +21,7 @@ import { handlePublish } from './handlers/publish.ts';
 import { closeStore } from './handlers/store.ts';
 import { handleSubscribe } from './handlers/subscribe.ts';
 import { handleUnsubscribe } from './handlers/unsubscribe.ts';
+import { startWillCollector, stopWillCollector } from './handlers/will.ts';
 
 /** `lastSeen` in the session moves at most this often, not with every packet. */
 const LAST_SEEN_EVERY_MS = 5000;
@@ -41,7 +43,7 @@ export async function onClose(clientId: string, ctx: Context): Promise<void> {
   try {
     await handleClose(clientId, ctx);
   } finally {
-    forgetSession(clientId);
+    forgetSession(ctx);
   }
 }
 
@@ -85,6 +87,12 @@ async function dispatch(clientId: string, bytes: Buffer, ctx: Context): Promise<
   }
 }
 
+/** Every worker collects the delayed wills that are due (they wait in the store). */
+export function onWorkerStart(): void {
+  startWillCollector();
+}
+
 export function onWorkerStop(): void {
+  stopWillCollector();
   closeStore();
 }

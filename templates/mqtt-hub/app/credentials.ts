@@ -45,9 +45,23 @@ export function isValidDeviceId(id: string): boolean {
   return DEVICE_ID.test(id) && id !== '.' && id !== '..';
 }
 
+/** What a device id must be, for messages. */
+const DEVICE_ID_RULE = '1-64 characters of A-Z a-z 0-9 _ . -';
+
 /** Where the credentials live (`<dataDir>/devices.json`, or another file for tests). */
 export class CredentialStore {
+  /**
+   * Where problems with the file go (invalid device ids in it): the log by default; the
+   * `device:add` script prints them as plain lines.
+   */
+  onWarning: (message: string) => void = (message) => log.warn(message);
   private cache: Map<string, DeviceRecord> = new Map();
+  /**
+   * Entries of the file whose id is not a valid device id (a hand edit): refused — such a device
+   * cannot connect, its `:` or `/` would break the session keys and topics built from ids — but
+   * kept in the file as they are, until removed.
+   */
+  private refused: Map<string, unknown> = new Map();
   /** mtime, size and inode of the file when {@link cache} was read; null: never read, or missing. */
   private cachedStamp: string | null = null;
   private loadedOnce = false;
@@ -87,7 +101,7 @@ export class CredentialStore {
    */
   async addDevice(id: string, options: { replace?: boolean } = {}): Promise<string> {
     if (!isValidDeviceId(id)) {
-      throw new DeviceError(`invalid device id ${JSON.stringify(id)}: use 1-64 characters of A-Z a-z 0-9 _ . -`);
+      throw new DeviceError(`invalid device id ${JSON.stringify(id)}: use ${DEVICE_ID_RULE}`);
     }
     // A copy: if the write fails, what this process believes stays what the file says.
     const devices = new Map(await this.load(true));
@@ -102,12 +116,27 @@ export class CredentialStore {
     return password;
   }
 
-  /** Deletes a device; its connections are not closed, but it can no longer connect. False if unknown. */
+  /**
+   * Deletes a device; its connections are not closed, but it can no longer connect. Also removes
+   * an entry whose id is invalid. False if unknown.
+   */
   async removeDevice(id: string): Promise<boolean> {
     const devices = new Map(await this.load(true));
-    if (!devices.delete(id)) return false;
-    await this.save(devices);
+    if (devices.delete(id)) {
+      await this.save(devices);
+      return true;
+    }
+    if (!this.refused.has(id)) return false;
+    const refused = new Map(this.refused);
+    refused.delete(id);
+    await this.save(devices, refused);
     return true;
+  }
+
+  /** Ids in the file that are not valid device ids (refused; see {@link removeDevice}). */
+  async invalidIds(): Promise<string[]> {
+    await this.load();
+    return [...this.refused.keys()];
   }
 
   /** Every device id with the date its password was set, sorted by id. */
@@ -129,8 +158,9 @@ export class CredentialStore {
     }
     if (!fresh && stamp === this.cachedStamp && this.loadedOnce) return this.cache;
     let devices: Map<string, DeviceRecord>;
+    let refused: Map<string, unknown>;
     try {
-      devices = stamp === null ? new Map() : parseDevices(await readFile(this.file, 'utf8'), this.file);
+      ({ devices, refused } = stamp === null ? { devices: new Map(), refused: new Map() } : parseDevices(await readFile(this.file, 'utf8'), this.file));
     } catch (error) {
       // A hand edit gone wrong: keep admitting the devices we knew rather than none. Writes
       // (fresh) refuse, so a broken file is never overwritten with a partial list.
@@ -139,21 +169,31 @@ export class CredentialStore {
       this.cachedStamp = stamp;
       return this.cache;
     }
+    for (const id of refused.keys()) {
+      if (this.refused.has(id) && this.loadedOnce) continue; // told already
+      this.onWarning(
+        `${this.file}: device id ${JSON.stringify(id)} refused, that device cannot connect: a device id is ${DEVICE_ID_RULE} ` +
+          `(remove the entry with: npm run device:add -- --remove '${id.replace(/'/g, "'\\''")}')`,
+      );
+    }
     this.cache = devices;
+    this.refused = refused;
     this.cachedStamp = stamp;
     this.loadedOnce = true;
     this.verified.clear();
     return this.cache;
   }
 
-  /** Writes the whole file atomically (temp file + rename), readable by its owner only. */
-  private async save(devices: Map<string, DeviceRecord>): Promise<void> {
+  /** Writes the whole file atomically (temp file + rename), readable by its owner only; refused entries stay as they were. */
+  private async save(devices: Map<string, DeviceRecord>, refused = this.refused): Promise<void> {
     await mkdir(path.dirname(this.file), { recursive: true });
-    const sorted = Object.fromEntries([...devices.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const entries: Array<[string, unknown]> = [...devices.entries(), ...refused.entries()];
+    const sorted = Object.fromEntries(entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     const temp = `${this.file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     await writeFile(temp, JSON.stringify(sorted, null, 2) + '\n', { mode: 0o600 });
     await rename(temp, this.file);
     this.cache = devices;
+    this.refused = refused;
     this.cachedStamp = null;
     this.verified.clear();
   }
@@ -165,8 +205,11 @@ const DUMMY_HASH = Buffer.alloc(KEY_LENGTH);
 /** Bound of the verified-password cache (it is simply emptied when full). */
 const MAX_VERIFIED = 100_000;
 
-/** Parses devices.json, skipping malformed entries (a hand edit gone wrong locks out one device, not all). */
-function parseDevices(text: string, file: string): Map<string, DeviceRecord> {
+/**
+ * Parses devices.json, skipping malformed entries (a hand edit gone wrong locks out one device,
+ * not all). Entries under an invalid device id come back apart, as `refused`.
+ */
+function parseDevices(text: string, file: string): { devices: Map<string, DeviceRecord>; refused: Map<string, unknown> } {
   let data: unknown;
   try {
     data = JSON.parse(text);
@@ -175,13 +218,18 @@ function parseDevices(text: string, file: string): Map<string, DeviceRecord> {
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) throw new Error(`${file} must hold a JSON object`);
   const devices = new Map<string, DeviceRecord>();
+  const refused = new Map<string, unknown>();
   for (const [id, value] of Object.entries(data as Record<string, unknown>)) {
+    if (!isValidDeviceId(id)) {
+      refused.set(id, value);
+      continue;
+    }
     const record = value as Partial<DeviceRecord> | null;
     if (record && typeof record.salt === 'string' && typeof record.hash === 'string') {
       devices.set(id, { salt: record.salt, hash: record.hash, created: typeof record.created === 'string' ? record.created : '' });
     }
   }
-  return devices;
+  return { devices, refused };
 }
 
 /** The credentials of this app (`<dataDir>/devices.json`). */

@@ -4,11 +4,13 @@
  * presence, publish) and the store client (offline queues).
  *
  *   GET  /api/devices               online MQTT clients: [{ id, clientId, ip, connectedAt, lastSeen, protocol, version }]
- *   POST /api/devices/<id>/command  body (≤ 64 KB) → published to devices/<id>/command at QoS 1
+ *   POST /api/devices/<id>/command  JSON body (≤ 64 KB) → published to devices/<id>/command at QoS 1
  *                                   → 202 { topic, delivered } (delivered: the device is online now)
  *
- * With ADMIN_TOKEN set, every /api/ request needs `Authorization: Bearer <token>`. Errors are JSON:
- * `{ "error": "…" }`. Anything outside /api/ is left to the static files.
+ * With ADMIN_TOKEN set, every /api/ request needs `Authorization: Bearer <token>`; without it, only
+ * requests addressed to localhost (or API_HOSTS) are answered. Requests that change something must
+ * not come from another origin, and a POST body must be `application/json` (http-guard.ts says
+ * why). Errors are JSON: `{ "error": "…" }`. Anything outside /api/ is left to the static files.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -16,6 +18,7 @@ import { GatewayClient, GatewayQueryTimeoutError, GatewayUnavailableError, descr
 import { config } from './config.ts';
 import { isValidDeviceId } from './credentials.ts';
 import { deviceGroup, type HubSession } from './handlers/context.ts';
+import { checkRequest } from './http-guard.ts';
 import { store } from './handlers/store.ts';
 
 /** Largest command body accepted. */
@@ -68,6 +71,8 @@ export async function httpHandler(request: IncomingMessage, response: ServerResp
   if (url.pathname !== '/api' && !url.pathname.startsWith('/api/')) return false;
   try {
     authorize(request);
+    const refusal = checkRequest(request, config);
+    if (refusal) throw new HttpError(refusal.status, refusal.message);
     if (url.pathname === '/api/devices') {
       allow(request, 'GET');
       send(response, 200, await onlineDevices());
@@ -114,21 +119,19 @@ async function onlineDevices(): Promise<DeviceInfo[]> {
 
 /**
  * Publishes the request body to `devices/<id>/command` at QoS 1: live to the device's subscribed
- * connections, and queued for its persistent session if it is offline. A JSON body must parse;
- * its bytes are published as sent, with its Content-Type as the MQTT 5 content type.
+ * connections, and queued for its persistent session if it is offline. The body is JSON (the
+ * guard saw to the Content-Type) and must parse; its bytes are published as sent, with
+ * `application/json` as the MQTT 5 content type.
  */
 async function sendCommand(id: string, request: IncomingMessage): Promise<{ topic: string; delivered: boolean }> {
   const body = await readBody(request);
-  const contentType = request.headers['content-type']?.split(';')[0].trim().toLowerCase();
-  if (contentType === 'application/json') {
-    try {
-      JSON.parse(body.toString('utf8'));
-    } catch (error) {
-      throw new HttpError(400, `the body is not valid JSON: ${(error as Error).message}`);
-    }
+  try {
+    JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw new HttpError(400, `the body is not valid JSON: ${(error as Error).message}`);
   }
   const topic = `devices/${id}/command`;
-  const properties = contentType ? { contentType } : undefined;
+  const properties = { contentType: 'application/json' };
   const client = gateways();
   const delivered = (await client.getClientIdCountByGroup(deviceGroup(id))) > 0;
   await client.publish(topic, body, { qos: 1, properties });

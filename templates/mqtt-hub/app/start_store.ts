@@ -14,6 +14,8 @@ createStoreWorker({
   address: config.storeAddress,
   file: path.join(config.dataDir, 'store.json'),
   maxQueuedPerSession: config.maxQueuedPerSession,
+  maxQueuedBytesPerSession: config.maxQueuedBytesPerSession,
+  maxSessionsPerDevice: config.maxSessionsPerDevice,
   maxRetained: config.maxRetained,
   secretKey: process.env.SECRET_KEY,
 });

@@ -3,7 +3,8 @@
  *
  *   npm run device:add <id>                  new device; prints its password (once)
  *   npm run device:add -- --replace <id>     new password for an existing device
- *   npm run device:add -- --remove <id>      delete a device (it can no longer connect)
+ *   npm run device:add -- --remove <id>      delete a device (it can no longer connect), or an
+ *                                            entry of devices.json whose id is invalid
  *   npm run device:add -- --list             every device id
  *
  * Only salted hashes are kept (in <dataDir>/devices.json); the running hub picks up changes
@@ -23,6 +24,8 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const file = path.relative(process.cwd(), credentials.file) || credentials.file;
+  // Invalid ids found in the file (a hand edit): one plain line each, not a log line.
+  credentials.onWarning = (message) => console.error(`warning: ${message}`);
 
   if (flags.has('--list')) {
     const devices = await listDevices();

@@ -4,7 +4,12 @@
  * same session, open the session in the store, CONNACK, then restore what a persistent session
  * kept: first the deliveries its last connection left in flight (resent with their packet ids and
  * DUP, PUBREL again for released ones, the client's QoS 2 ids awaiting PUBREL still deduplicated),
- * then its subscriptions, and the QoS 1/2 messages queued while it was away.
+ * then the QoS 1/2 messages queued while it was away, then its subscriptions. The store keeps what
+ * it handed out until the handler acknowledges it delivered all of it.
+ *
+ * Two connections of one session at once (a take-over, or a client reconnecting on another
+ * gateway before its old connection is gone): the store numbers each opening of the session, and
+ * the later number wins. The winner closes the loser; a loser that finds out first closes itself.
  *
  * Refusals get the CONNACK code of the client's version and the connection is closed:
  *
@@ -31,11 +36,12 @@ import {
   presenceTopic,
   sessionKeyOf,
   toSessionProperties,
+  withSubscriptionIds,
   type HubSession,
   type StoredWill,
 } from './context.ts';
 import { routeMessage } from './publish.ts';
-import { store, type OpenedSession } from './store.ts';
+import { store, type OpenedSession, type StoredMessage, type StoredSubscription } from './store.ts';
 
 /** How long a take-over waits for the old connection to hand its session over. */
 const HANDOVER_TIMEOUT_MS = 3000;
@@ -44,7 +50,6 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
   const version: MqttVersion = packet.protocolVersion ?? 4;
   const session = hubSession(ctx);
   session.version = version;
-  session.connectStarted = Date.now();
 
   const refuse = (returnCode: number, reasonCode: number, why: string): Promise<void> => {
     log.info(`CONNECT refused: ${why}`, { client: clientId, mqttClientId: packet.clientId, username: packet.username ?? null, ip: ctx.clientIp });
@@ -102,11 +107,16 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
       retain: packet.will.retain === true,
       properties: toSessionProperties(forwardedProperties(packet.will.properties)),
     };
+    const delay = version === 5 ? (packet.will.properties?.willDelayInterval ?? 0) : 0;
+    if (delay > 0) will.delaySeconds = delay;
   }
 
   const key = sessionKeyOf(deviceId, mqttClientId);
   Object.assign(session, { key, deviceId, mqttClientId } satisfies Partial<HubSession>);
   try {
+    // The version in the gateway session at once, not after this CONNECT: a newer connection
+    // that closes this one while it is still being set up says goodbye in its version (0x8E).
+    await Gateway.updateSession(clientId, { version });
     await Gateway.bindUid(clientId, key);
     if (deviceId !== null) await Gateway.joinGroup(clientId, deviceGroup(deviceId));
     const others = (await Gateway.getClientIdByUid(key)).filter((id) => id !== clientId);
@@ -120,11 +130,14 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
   try {
     // Queueing for the session goes on until its subscriptions are live again (resumeSession
     // below): a publish in between is queued, not lost.
-    opened = await store().openSession(key, { clean, expirySeconds: expiry, resume: 'later' });
+    opened = await store().openSession(key, { clean, expirySeconds: expiry, resume: 'later', owner: clientId });
   } catch (error) {
     log.error('CONNECT: the store is unreachable', { client: clientId, error: describeError(error) });
     return refuse(3, Reason.SERVER_UNAVAILABLE, 'store unreachable');
   }
+  // A connection of this session that opened it before us and is still there (its CONNECT raced
+  // ours, or it did not hand over in time) lost: it is closed, without will or presence 0.
+  if (opened.replaced !== undefined && opened.replaced !== clientId) await closeLoser(opened.replaced, clientId, session);
 
   // Subscriptions the ACL no longer allows (SHARED_TOPICS changed) are not restored.
   const subscriptions = opened.subscriptions.filter((sub) => canSubscribe(deviceId, sub.filter));
@@ -164,32 +177,21 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
   log.debug('MQTT client connected', { client: clientId, device: deviceId, mqttClientId, version, clean, expiry, present: connack.sessionPresent });
 
   try {
-    // MQTT §4.4: what the last connection left unacknowledged goes out again first, all of it: the
-    // gateway resends it with its packet ids and DUP, sends PUBREL again for released messages, and
-    // sends fresh what never left. Same link as the CONNACK and the deliveries below, so it arrives
-    // between them.
-    if (opened.inflight.length > 0) {
-      await Gateway.restoreMqttSession(clientId, { unacked: opened.inflight });
-      log.debug('in-flight messages restored', { client: clientId, mqttClientId, count: opened.inflight.length });
+    if (!(await restoreSession(clientId, session, opened, subscriptions))) {
+      // A newer connection of this session opened it meanwhile: it has the session, this one lost.
+      session.superseded = true;
+      log.info('session taken over by a newer connection while restoring it: closing this one', { client: clientId, mqttClientId, device: deviceId });
+      return ctx.close(version === 5 ? encodeDisconnect(Reason.SESSION_TAKEN_OVER) : undefined);
     }
-    await Promise.all(
-      subscriptions.map((sub) =>
-        Gateway.subscribe(clientId, sub.filter, { qos: sub.qos, noLocal: sub.noLocal, retainAsPublished: sub.retainAsPublished, subscriptionId: sub.subscriptionId }),
-      ),
-    );
-    const meanwhile = await store().resumeSession(key, opened.generation);
-    // One by one, so they arrive in the order they were queued.
-    for (const message of [...opened.queued, ...meanwhile]) {
-      await Gateway.publish(message.topic, message.payload, {
-        qos: message.qos,
-        retain: message.retain === true,
-        properties: fromStoredProperties(message.properties),
-        clientId,
-      });
-    }
-    if (opened.queued.length + meanwhile.length > 0) log.debug('queued messages delivered', { client: clientId, mqttClientId, count: opened.queued.length + meanwhile.length });
   } catch (error) {
-    log.error('CONNECT: restoring the session failed', { client: clientId, mqttClientId, error: describeError(error) });
+    // Closed, not left half restored: its close hands the session back to the store, which still
+    // has what was not acknowledged, and the client's reconnect restores all of it.
+    log.error('CONNECT: restoring the session failed; closing the connection (the client reconnects and gets the session again)', {
+      client: clientId,
+      mqttClientId,
+      error: describeError(error),
+    });
+    return ctx.close(version === 5 ? encodeDisconnect(Reason.UNSPECIFIED_ERROR) : undefined);
   }
 
   if (deviceId !== null) {
@@ -200,21 +202,75 @@ export async function handleConnect(clientId: string, packet: MqttPacket.IConnec
 }
 
 /**
- * Another connection holds this session key: close it (MQTT 5: DISCONNECT "session taken over"
- * first) and wait until its close has handed the session over (its unacknowledged messages are
- * back in the store; no will and no presence 0 from it), so the session opened next is complete.
- * Of two connections racing, the later CONNECT wins: an older one leaves a newer one alone, the
- * newer one closes it.
+ * What the session kept, after the CONNACK and in this order (MQTT §4.4): what the last
+ * connection left unacknowledged, all of it (the gateway resends it with its packet ids and DUP,
+ * sends PUBREL again for released messages, and sends fresh what never left); the messages queued
+ * while it was away, oldest first; then its subscriptions, live again; then what was queued while
+ * all that went on. Then the store may forget what it handed out. False if a newer connection
+ * opened the session meanwhile (nothing acknowledged: the newer one has it all). Throws when a
+ * gateway or the store cannot be reached.
+ */
+async function restoreSession(clientId: string, session: HubSession, opened: OpenedSession, subscriptions: StoredSubscription[]): Promise<boolean> {
+  const key = session.key as string;
+  if (opened.inflight.length > 0) {
+    await Gateway.restoreMqttSession(clientId, { unacked: opened.inflight });
+    log.debug('in-flight messages restored', { client: clientId, mqttClientId: session.mqttClientId, count: opened.inflight.length });
+  }
+  await deliverQueued(clientId, opened.queued, subscriptions);
+  await Promise.all(
+    subscriptions.map((sub) =>
+      Gateway.subscribe(clientId, sub.filter, { qos: sub.qos, noLocal: sub.noLocal, retainAsPublished: sub.retainAsPublished, subscriptionId: sub.subscriptionId }),
+    ),
+  );
+  const resumed = await store().resumeSession(key, opened.generation);
+  if (!resumed.current) return false;
+  await deliverQueued(clientId, resumed.queued, subscriptions);
+  const handedOut = opened.inflight.length + opened.awaitingRelease.length + opened.queued.length + resumed.queued.length;
+  if (handedOut > 0 || opened.dropped > 0) await store().ackSession(key, opened.generation);
+  if (opened.queued.length + resumed.queued.length > 0) {
+    log.debug('queued messages delivered', { client: clientId, mqttClientId: session.mqttClientId, count: opened.queued.length + resumed.queued.length });
+  }
+  return true;
+}
+
+/** Queued messages to this client, one by one so they arrive in order, each with its subscription identifiers. */
+async function deliverQueued(clientId: string, messages: readonly StoredMessage[], subscriptions: readonly StoredSubscription[]): Promise<void> {
+  for (const message of messages) {
+    await Gateway.publish(message.topic, message.payload, {
+      qos: message.qos,
+      retain: message.retain === true,
+      properties: withSubscriptionIds(fromStoredProperties(message.properties), subscriptions, message.topic),
+      clientId,
+    });
+  }
+}
+
+/** Closes `loser`, an older connection of this session (MQTT 5: DISCONNECT "session taken over" first). */
+async function closeLoser(loser: string, clientId: string, session: HubSession): Promise<void> {
+  try {
+    const theirs = (await Gateway.getSession(loser)) as HubSession | null;
+    if (theirs === null) return; // gone already
+    // The mark goes first on the same link as the close, so its close event carries it.
+    await Gateway.updateSession(loser, { takenOverBy: clientId });
+    await Gateway.closeClient(loser, theirs.version === 5 ? encodeDisconnect(Reason.SESSION_TAKEN_OVER) : undefined);
+    log.info('session taken over from a connection that still had it open', { client: clientId, previous: loser, mqttClientId: session.mqttClientId, device: session.deviceId ?? null });
+  } catch (error) {
+    log.warn('take-over: could not close the older connection', { client: clientId, previous: loser, error: describeError(error) });
+  }
+}
+
+/**
+ * Other connections hold this session key. The established ones (CONNACK sent) are closed (MQTT
+ * 5: DISCONNECT "session taken over" first) and waited for until their close has handed the
+ * session over (their unacknowledged messages are back in the store; no will and no presence 0
+ * from them), so the session opened next is complete. A connection still in its own CONNECT is
+ * left alone: whichever of the two opens the session later wins (see handleConnect).
  */
 async function takeOver(clientId: string, session: HubSession, others: string[]): Promise<void> {
   const closing: string[] = [];
   for (const other of others) {
     const theirs = (await Gateway.getSession(other)) as HubSession | null;
-    if (theirs === null) continue;
-    // Its session shows connectStarted once its CONNECT is done; two CONNECTs still under way at
-    // the same time are told apart by client id, so that exactly one of them closes the other.
-    const newer = theirs.connectStarted === undefined ? other > clientId : theirs.connectStarted > (session.connectStarted ?? 0);
-    if (newer) continue;
+    if (theirs === null || theirs.connected !== true) continue;
     // The mark goes first on the same link as the close, so its close event carries it.
     await Gateway.updateSession(other, { takenOverBy: clientId });
     await Gateway.closeClient(other, theirs.version === 5 ? encodeDisconnect(Reason.SESSION_TAKEN_OVER) : undefined);

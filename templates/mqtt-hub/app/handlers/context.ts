@@ -5,7 +5,7 @@
  * The state lives in the worker that handles the connection and, as a copy, in the connection's
  * gateway session (so the HTTP API, and another worker after a reload, can read it).
  */
-import { encodeMqttPacket, type Context, type MqttPacket, type MqttVersion, type PublishProperties, type Session } from 'gatewayworker';
+import { encodeMqttPacket, topicMatches, type Context, type MqttPacket, type MqttVersion, type PublishProperties, type Session } from 'gatewayworker';
 
 /** A last will, as kept in the session until the connection ends (JSON: the payload is base64). */
 export interface StoredWill {
@@ -15,6 +15,8 @@ export interface StoredWill {
   qos: 0 | 1 | 2;
   retain: boolean;
   properties?: SessionProperties;
+  /** MQTT 5 will delay (seconds): published that long after the connection ends, unless it is back first. */
+  delaySeconds?: number;
 }
 
 /** {@link PublishProperties} in a JSON-safe form: correlation data as base64. */
@@ -32,12 +34,15 @@ export interface HubSession extends Session {
   deviceId?: string | null;
   /** The MQTT client identifier (assigned by the hub when the client sent an empty one). */
   mqttClientId?: string;
-  /** When the CONNECT was received (ms); decides which of two racing connections takes over. */
-  connectStarted?: number;
   /** True once CONNACK accepted the connection. */
   connected?: boolean;
-  /** The store's number for this connection of the session (a late close of an older one is told apart). */
+  /**
+   * The store's number for this connection of the session: of two connections with the same
+   * session key, the later number wins (a late close of an older one is told apart by it too).
+   */
   generation?: number;
+  /** A newer connection of the session opened it while this one was restoring it: this one lost, no will, no presence 0. */
+  superseded?: boolean;
   /** Clean session (3.1.1) / clean start (5.0). */
   clean?: boolean;
   /** Seconds the session outlives the connection; 0: it ends with the connection. */
@@ -77,34 +82,38 @@ export const Reason = {
 } as const;
 
 /**
- * Each connection's state in this worker, by gateway client id. The gateway session is the copy
- * everyone else reads (the HTTP API, a worker taking over after a reload), but a worker's
- * `ctx.session` can briefly be replaced by an older gateway copy when another process wrote to
- * the session meanwhile (a take-over marks both connections): the state a handler relies on is
- * kept here, and copied into the session after every packet ({@link saveSession}). A client's
- * events all go to one worker; after a reload the next worker starts from the gateway copy.
+ * Each connection's state in this worker, by its ctx. The gateway session is the copy everyone
+ * else reads (the HTTP API, a worker taking over after a reload), but a worker's `ctx.session` can
+ * briefly be replaced by an older gateway copy when another process wrote to the session
+ * meanwhile (a take-over marks both connections): the state a handler relies on is kept here, and
+ * copied into the session after every packet ({@link saveSession}). A client's events all go to
+ * one worker; after a reload the next worker starts from the gateway copy.
+ *
+ * Keyed by the ctx, not by client id: the runtime makes one ctx per client and drops it when the
+ * client closes or its events move to another worker process, and the state goes with it. An
+ * entry by id would stay behind for a connection handed to another worker or closed there.
  */
-const states = new Map<string, HubSession>();
+const states = new WeakMap<Context, HubSession>();
 
 /** The hub's state of the connection `ctx` is for (changes reach the gateway via {@link saveSession}). */
 export function hubSession(ctx: Context): HubSession {
-  let state = states.get(ctx.clientId);
+  let state = states.get(ctx);
   if (!state) {
     state = { ...(ctx.session as HubSession) };
-    states.set(ctx.clientId, state);
+    states.set(ctx, state);
   }
   return state;
 }
 
 /** Copies the connection's state into its session, which the runtime writes back to the gateway. */
 export function saveSession(ctx: Context): void {
-  const state = states.get(ctx.clientId);
+  const state = states.get(ctx);
   if (state) Object.assign(ctx.session, state);
 }
 
-/** The connection is gone: drop its state. */
-export function forgetSession(clientId: string): void {
-  states.delete(clientId);
+/** The connection is gone: drop its state now rather than with its ctx. */
+export function forgetSession(ctx: Context): void {
+  states.delete(ctx);
 }
 
 /** The protocol level packets of this connection are decoded and encoded with. */
@@ -140,6 +149,24 @@ export function deviceGroup(deviceId: string): string {
 /** The retained presence topic of a device: `1` while it has a connection, `0` after. */
 export function presenceTopic(deviceId: string): string {
   return `devices/${deviceId}/online`;
+}
+
+/** Properties of a delivery to one client: {@link PublishProperties} and the subscription identifiers it matched. */
+export type DeliveryProperties = PublishProperties & { subscriptionIdentifier?: number | number[] };
+
+/**
+ * `properties` with the MQTT 5 subscription identifiers of the `subscriptions` whose filter
+ * matches `topic` (§3.3.4): what the gateway adds to live deliveries, for a message sent to one
+ * client (retained at SUBSCRIBE, queued while it was away).
+ */
+export function withSubscriptionIds(
+  properties: PublishProperties | undefined,
+  subscriptions: ReadonlyArray<{ filter: string; subscriptionId?: number }>,
+  topic: string,
+): DeliveryProperties | undefined {
+  const ids = [...new Set(subscriptions.filter((sub) => sub.subscriptionId && topicMatches(sub.filter, topic)).map((sub) => sub.subscriptionId as number))];
+  if (ids.length === 0) return properties;
+  return { ...properties, subscriptionIdentifier: ids.length === 1 ? ids[0] : ids };
 }
 
 /** The MQTT 5 properties worth passing on with a message (not topic aliases or subscription ids). */

@@ -2,19 +2,20 @@
  * The end of a connection: the DISCONNECT packet (a clean goodbye), and the close itself, clean or
  * not (network gone, keep-alive timeout, protocol error, `kill -9` of the client, taken over).
  *
- * At close: the session is handed back to the store (a persistent one keeps its delivery state for
- * the next connection: the messages the client never acknowledged, with their packet ids and
- * whether only the PUBREL is left, and the ids of the client's QoS 2 PUBLISHes awaiting its
- * PUBREL; a clean session drops them); unless the client said goodbye, its will is
- * published; and the device's presence becomes `0` when this was its last connection. A connection
- * taken over by a newer one with the same client id publishes neither will nor presence: the
- * device is still there.
+ * At close: first the session is handed back to the store (a persistent one keeps its delivery
+ * state for the next connection: the messages the client never acknowledged, with their packet
+ * ids, properties and whether only the PUBREL is left, and the ids of the client's QoS 2
+ * PUBLISHes awaiting its PUBREL; a clean session drops them); unless the client said goodbye, its
+ * will is published (after its MQTT 5 will delay: will.ts); and the device's presence becomes `0`
+ * when this was its last connection. A connection taken over by a newer one with the same client
+ * id publishes neither will nor presence: the device is still there.
  */
 import { Gateway, describeError, log, type Context, type MqttPacket } from 'gatewayworker';
-import { canPublish } from '../acl.ts';
-import { Reason, deviceGroup, encodeDisconnect, fromStoredProperties, hubSession, presenceTopic, type HubSession } from './context.ts';
+import { config } from '../config.ts';
+import { Reason, deviceGroup, encodeDisconnect, hubSession, presenceTopic, type HubSession } from './context.ts';
 import { routeMessage } from './publish.ts';
-import { store, type StoredInflight } from './store.ts';
+import { pickProperties, sizeOf, store, type StoredInflight } from './store.ts';
+import { publishWill } from './will.ts';
 
 /** MQTT 5 "disconnect with will message": a goodbye that still wants the will published. */
 const DISCONNECT_WITH_WILL = 0x04;
@@ -38,67 +39,81 @@ export async function handleClose(clientId: string, ctx: Context): Promise<void>
   const session = hubSession(ctx);
   if (!session.key) return; // never got as far as CONNECT
 
+  // The session goes back to the store before anything else is awaited: until it is offline
+  // there, a publish for it finds the device neither connected nor queued for, and is lost.
+  if (session.connected) await handBack(clientId, session, ctx);
+
   // Newer connections of this session: the one that took over (it marked this connection's
   // gateway session before closing it), or one whose CONNECT is under way (the close raced its
   // take-over). They wait for this close to hand the session over.
   const takenOverBy = (ctx.session as HubSession).takenOverBy;
   let takers: string[] = takenOverBy ? [takenOverBy] : [];
-  if (takers.length === 0 && session.connected) {
+  if (takers.length === 0 && session.connected && session.superseded !== true) {
     takers = await Gateway.getClientIdByUid(session.key).catch((error: unknown) => {
       log.warn('close: could not ask the gateways about the session', { client: clientId, error: describeError(error) });
       return [];
     });
   }
   takers = takers.filter((id) => id !== clientId);
-
-  if (session.connected) {
-    // All of it, as the gateway reported it: the next connection resends with the same packet
-    // ids (DUP set), PUBREL again for the released ones (Gateway.restoreMqttSession). The store
-    // keeps it only for a persistent session.
-    const unacked: StoredInflight[] = ctx.unacked.map(({ topic, payload, qos, retain, packetId, released }) => ({ topic, payload, qos, retain, packetId, released }));
-    const awaitingRelease = [...ctx.awaitingRelease];
-    try {
-      await store().closeSession(session.key, unacked, { generation: session.generation, expirySeconds: session.expiry, awaitingRelease });
-    } catch (error) {
-      log.error('close: session not handed back to the store', {
-        client: clientId,
-        mqttClientId: session.mqttClientId,
-        unacked: unacked.length,
-        awaitingRelease: awaitingRelease.length,
-        error: describeError(error),
-      });
-    }
-  }
   for (const taker of takers) {
     await Gateway.updateSession(taker, { handedOver: { [clientId]: true } }).catch(() => {});
   }
-  if (!session.connected || takers.length > 0) return;
+  if (!session.connected || takers.length > 0 || session.superseded === true) return;
 
   log.debug('MQTT client disconnected', { client: clientId, device: session.deviceId ?? null, mqttClientId: session.mqttClientId, clean: session.cleanDisconnect === true });
   if (session.will && session.cleanDisconnect !== true) await publishWill(clientId, session);
   if (session.deviceId) await presenceOffline(session.deviceId);
 }
 
-/** Publishes the will like a PUBLISH of the device itself: the same ACL, retained if flagged. */
-async function publishWill(clientId: string, session: HubSession): Promise<void> {
-  const will = session.will;
-  if (!will) return;
-  const deviceId = session.deviceId ?? null;
-  if (!canPublish(deviceId, will.topic)) {
-    log.info('will refused by the ACL, dropped', { client: clientId, mqttClientId: session.mqttClientId, device: deviceId, topic: will.topic });
-    return;
-  }
+/**
+ * Hands the session back to the store: all the gateway reported, as it reported it (packet ids,
+ * released flags, properties): the next connection resends with the same packet ids (DUP set),
+ * PUBREL again for the released ones (Gateway.restoreMqttSession). The store keeps it only for a
+ * persistent session, within the session's byte cap (checked here too, so the request fits).
+ */
+async function handBack(clientId: string, session: HubSession, ctx: Context): Promise<void> {
+  const unacked = withinCap(
+    ctx.unacked.map(({ topic, payload, qos, retain, packetId, released, properties }) => {
+      const message: StoredInflight = { topic, payload, qos, retain, packetId, released };
+      const kept = pickProperties(properties, true);
+      if (kept) message.properties = kept;
+      return message;
+    }),
+    config.maxQueuedBytesPerSession,
+    clientId,
+  );
+  const awaitingRelease = [...ctx.awaitingRelease];
   try {
-    await routeMessage({
-      topic: will.topic,
-      payload: Buffer.from(will.payload, 'base64'),
-      qos: will.qos,
-      retain: will.retain,
-      properties: fromStoredProperties(will.properties),
-    });
+    await store().closeSession(session.key as string, unacked, { generation: session.generation, expirySeconds: session.expiry, awaitingRelease });
   } catch (error) {
-    log.error('will not published', { client: clientId, topic: will.topic, error: describeError(error) });
+    log.error('close: session not handed back to the store', {
+      client: clientId,
+      mqttClientId: session.mqttClientId,
+      unacked: unacked.length,
+      awaitingRelease: awaitingRelease.length,
+      error: describeError(error),
+    });
   }
+}
+
+/**
+ * `unacked` within `maxBytes`: a released message needs only its PUBREL (its payload is not sent
+ * on), and past the cap the oldest unreleased ones are dropped, as the store would.
+ */
+function withinCap(unacked: StoredInflight[], maxBytes: number, clientId: string): StoredInflight[] {
+  const light = unacked.map((m) => (m.released && m.payload.length > 0 ? { ...m, payload: Buffer.alloc(0) } : m));
+  let bytes = light.reduce((sum, m) => sum + sizeOf(m), 0);
+  if (bytes <= maxBytes) return light;
+  const out: StoredInflight[] = [];
+  let dropped = 0;
+  for (const m of light) {
+    if (bytes > maxBytes && !m.released) {
+      bytes -= sizeOf(m);
+      dropped++;
+    } else out.push(m);
+  }
+  log.warn(`close: ${dropped} unacknowledged messages dropped, over the session cap of ${maxBytes} bytes`, { client: clientId });
+  return out;
 }
 
 /** Presence `0`, unless another connection of the device is still (or again) online. */

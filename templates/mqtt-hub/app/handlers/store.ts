@@ -5,7 +5,8 @@
 import { config } from '../config.ts';
 import { StoreClient } from '../store/client.ts';
 
-export type { OpenedSession, StoredInflight, StoredMessage, StoredSubscription } from '../store/client.ts';
+export { pickProperties, sizeOf } from '../store/client.ts';
+export type { OpenedSession, StoredInflight, StoredMessage, StoredSubscription, WillOutcome } from '../store/client.ts';
 
 let client: StoreClient | null = null;
 

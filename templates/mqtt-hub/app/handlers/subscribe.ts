@@ -8,7 +8,7 @@
  */
 import { Gateway, describeError, isValidTopicFilter, log, topicMatches, type Context, type MqttPacket } from 'gatewayworker';
 import { canSubscribe } from '../acl.ts';
-import { Reason, fromStoredProperties, hubSession, reply, versionOf } from './context.ts';
+import { Reason, fromStoredProperties, hubSession, reply, versionOf, withSubscriptionIds } from './context.ts';
 import { store, type StoredSubscription } from './store.ts';
 
 /** A granted subscription, and what MQTT 5 asked about its retained messages. */
@@ -83,7 +83,8 @@ export async function handleSubscribe(clientId: string, packet: MqttPacket.ISubs
 
 /**
  * The retained messages matching `subs`, to this client only, with the retain flag set, each
- * once, at the lower of its QoS and the highest QoS granted to a filter it matches.
+ * once, at the lower of its QoS and the highest QoS granted to a filter it matches, and (MQTT 5)
+ * with the subscription identifier of the SUBSCRIBE, as a live message would have it.
  */
 async function sendRetained(clientId: string, subs: StoredSubscription[]): Promise<void> {
   if (subs.length === 0) return;
@@ -96,7 +97,7 @@ async function sendRetained(clientId: string, subs: StoredSubscription[]): Promi
       await Gateway.publish(message.topic, message.payload, {
         qos: Math.min(message.qos, qos) as 0 | 1 | 2,
         retain: true,
-        properties: fromStoredProperties(message.properties),
+        properties: withSubscriptionIds(fromStoredProperties(message.properties), subs, message.topic),
         clientId,
       });
     }

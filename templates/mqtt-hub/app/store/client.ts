@@ -5,9 +5,44 @@
  */
 import { AsyncConnection, log } from 'gatewayworker';
 import { storeProof } from './server.ts';
-import { decodeJson, encodeJson, type CloseOptions, type OpenedSession, type OpenOptions, type StoredInflight, type StoredMessage, type StoredSubscription } from './state.ts';
+import {
+  decodeJson,
+  encodeJson,
+  type CloseOptions,
+  type DueWill,
+  type OpenedSession,
+  type OpenOptions,
+  type ResumedSession,
+  type StoredInflight,
+  type StoredMessage,
+  type StoredSubscription,
+  type WillOutcome,
+} from './state.ts';
 
-export type { CloseOptions, MessageProperties, OpenedSession, OpenOptions, StoredInflight, StoredMessage, StoredSubscription } from './state.ts';
+export type {
+  CloseOptions,
+  DueWill,
+  MessageProperties,
+  OpenedSession,
+  OpenOptions,
+  ResumedSession,
+  StoredInflight,
+  StoredMessage,
+  StoredSubscription,
+  WillOutcome,
+} from './state.ts';
+
+export { pickProperties, sizeOf } from './state.ts';
+
+/** Counts the store reports (see {@link StoreClient.stats}). */
+export interface StoreStats {
+  retained: number;
+  sessions: number;
+  online: number;
+  queued: number;
+  /** Wills waiting out their delay. */
+  wills: number;
+}
 
 /** A store call that failed: not reachable in time, the link dropped mid-call, or refused by the store. */
 export class StoreError extends Error {
@@ -86,9 +121,10 @@ export class StoreClient {
    * A device connects. `clean` drops any old session; `expirySeconds` > 0 keeps the session that
    * long after the connection ends. Returns what a persistent session kept — subscriptions, what
    * its last connection left in flight (`inflight`, `awaitingRelease`: for
-   * `Gateway.restoreMqttSession`) and queued QoS ≥ 1 messages oldest first, all now out of the
-   * store — and marks it online. Pass the returned `generation` to {@link closeSession}. With
-   * `resume: 'later'`, see {@link resumeSession}.
+   * `Gateway.restoreMqttSession`) and queued QoS ≥ 1 messages oldest first — and marks it online
+   * under a new `generation` (the latest one wins: a `replaced` connection lost). What it hands out
+   * stays in the store until {@link ackSession}, so a lost answer loses nothing. Pass the
+   * generation to the calls below. With `resume: 'later'`, see {@link resumeSession}.
    */
   openSession(clientId: string, opts: OpenOptions): Promise<OpenedSession> {
     return this.call('openSession', [clientId, opts]) as Promise<OpenedSession>;
@@ -97,11 +133,16 @@ export class StoreClient {
   /**
    * After `openSession(…, { resume: 'later' })`, once the session's subscriptions are live on the
    * gateway again: stops queueing for it and returns what was queued meanwhile (deliver it like
-   * `queued`). Closes the gap in which a publish would find the device neither offline nor
-   * subscribed.
+   * `queued`, then {@link ackSession}). Closes the gap in which a publish would find the device
+   * neither offline nor subscribed. `current` false: a newer connection has the session.
    */
-  resumeSession(clientId: string, generation: number): Promise<StoredMessage[]> {
-    return this.call('resumeSession', [clientId, generation]) as Promise<StoredMessage[]>;
+  resumeSession(clientId: string, generation: number): Promise<ResumedSession> {
+    return this.call('resumeSession', [clientId, generation]) as Promise<ResumedSession>;
+  }
+
+  /** Everything openSession and resumeSession handed to connection `generation` was delivered: the store forgets it. */
+  async ackSession(clientId: string, generation: number): Promise<void> {
+    await this.call('ackSession', [clientId, generation]);
   }
 
   /** Records subscriptions of a persistent session (no-op for others). */
@@ -116,8 +157,9 @@ export class StoreClient {
 
   /**
    * A device left: a persistent session goes offline (its expiry starts) and keeps `unacked`
-   * (`ctx.unacked`, packet ids and released flags as they are) and `opts.awaitingRelease`
-   * (`ctx.awaitingRelease`) for its next connection; others end. With `generation` (from
+   * (`ctx.unacked`: packet ids, released flags and properties as they are) and
+   * `opts.awaitingRelease` (`ctx.awaitingRelease`) for its next connection; others end. What the
+   * connection was handed and never acknowledged is kept too. With `generation` (from
    * openSession), a late close of a connection that was taken over leaves the newer connection's
    * session alone (its unreleased messages are queued instead). `expirySeconds` replaces the
    * session's expiry (an MQTT 5 DISCONNECT may change it).
@@ -131,9 +173,23 @@ export class StoreClient {
     await this.call('queueForOffline', [message]);
   }
 
-  /** Counts of retained topics, sessions, online sessions and queued messages. */
-  stats(): Promise<{ retained: number; sessions: number; online: number; queued: number }> {
-    return this.call('stats', []) as Promise<{ retained: number; sessions: number; online: number; queued: number }>;
+  /**
+   * The will of connection `generation`, which ended without a goodbye, waits out its MQTT 5 will
+   * delay in the store (due earlier if the session ends first). `'reconnected'`: the session is
+   * back, drop the will; `'ended'`: publish it now.
+   */
+  delayWill(clientId: string, generation: number, will: StoredMessage, delaySeconds: number): Promise<WillOutcome> {
+    return this.call('delayWill', [clientId, generation, will, delaySeconds]) as Promise<WillOutcome>;
+  }
+
+  /** Delayed wills that are due, now out of the store: the caller publishes them. */
+  takeDueWills(): Promise<DueWill[]> {
+    return this.call('takeDueWills', []) as Promise<DueWill[]>;
+  }
+
+  /** Counts of retained topics, sessions, online sessions, queued messages and delayed wills. */
+  stats(): Promise<StoreStats> {
+    return this.call('stats', []) as Promise<StoreStats>;
   }
 
   /** Drops the connection and rejects calls still waiting. The client cannot be used afterwards. */
@@ -262,7 +318,7 @@ export class StoreClient {
     this.ready = false;
     this.clearHelloTimer();
     // A request sent on the dropped link may or may not have been applied: say so rather than
-    // send it twice (openSession takes the queue, setRetained may be outdated by then).
+    // send it twice (takeDueWills hands wills out once, setRetained may be outdated by then).
     this.failAll(new StoreError(`store at ${this.address}: connection lost before the answer`), (r) => r.sent);
     if (this.closed || !this.conn) return;
     // One line when an established link drops (not per retry, nor while the hub is starting).

@@ -20,6 +20,10 @@ export interface StoreServerOptions {
   /** The state's file (`<dataDir>/store.json`). */
   file: string;
   maxQueuedPerSession: number;
+  /** Bytes (payloads and topics) one session keeps, queued and in flight. */
+  maxQueuedBytesPerSession: number;
+  /** Persistent sessions one device keeps; opening more ends its longest-offline ones. */
+  maxSessionsPerDevice: number;
   maxRetained: number;
   /** Worker name in status and logs. */
   name: string;
@@ -104,9 +108,16 @@ function operations(state: StoreState): Record<string, (args: unknown[]) => unkn
       const o = record(opts, 'opts');
       if (typeof o.clean !== 'boolean') throw new RequestError('opts.clean must be a boolean');
       if (o.resume !== undefined && o.resume !== 'now' && o.resume !== 'later') throw new RequestError("opts.resume must be 'now' or 'later'");
-      return state.openSession(text(clientId, 'clientId'), { clean: o.clean, expirySeconds: seconds(o.expirySeconds, 'opts.expirySeconds'), resume: o.resume });
+      if (o.owner !== undefined) text(o.owner, 'opts.owner');
+      return state.openSession(text(clientId, 'clientId'), {
+        clean: o.clean,
+        expirySeconds: seconds(o.expirySeconds, 'opts.expirySeconds'),
+        resume: o.resume,
+        owner: o.owner as string | undefined,
+      });
     },
     resumeSession: ([clientId, generation]) => state.resumeSession(text(clientId, 'clientId'), seconds(generation, 'generation')),
+    ackSession: ([clientId, generation]) => state.ackSession(text(clientId, 'clientId'), seconds(generation, 'generation')),
     addSubscriptions: ([clientId, subs]) => state.addSubscriptions(text(clientId, 'clientId'), subscriptions(subs, 'subscriptions')),
     removeSubscriptions: ([clientId, filters]) => state.removeSubscriptions(text(clientId, 'clientId'), texts(filters, 'filters')),
     closeSession: ([clientId, unacked, opts]) => {
@@ -117,6 +128,9 @@ function operations(state: StoreState): Record<string, (args: unknown[]) => unkn
       state.closeSession(text(clientId, 'clientId'), inflight(unacked ?? [], 'unacked'), { generation, expirySeconds, awaitingRelease });
     },
     queueForOffline: ([m]) => state.queueForOffline(message(m, 'message')),
+    delayWill: ([clientId, generation, will, delay]) =>
+      state.delayWill(text(clientId, 'clientId'), seconds(generation, 'generation'), message(will, 'will'), seconds(delay, 'delaySeconds')),
+    takeDueWills: () => state.takeDueWills(),
     stats: () => state.stats(),
   };
 }
@@ -127,7 +141,12 @@ function operations(state: StoreState): Record<string, (args: unknown[]) => unkn
  * never find it gone while the workers reload.
  */
 export function createStoreWorker(options: StoreServerOptions): Worker {
-  const state = new StoreState({ maxQueuedPerSession: options.maxQueuedPerSession, maxRetained: options.maxRetained });
+  const state = new StoreState({
+    maxQueuedPerSession: options.maxQueuedPerSession,
+    maxQueuedBytesPerSession: options.maxQueuedBytesPerSession,
+    maxSessionsPerDevice: options.maxSessionsPerDevice,
+    maxRetained: options.maxRetained,
+  });
   const file = new StoreFile(options.file, state);
   const ops = operations(state);
   const secretKey = options.secretKey || undefined;

@@ -1,16 +1,22 @@
 /**
  * The store's model, in memory: retained messages and persistent sessions (subscriptions, the
- * QoS 1/2 messages queued while the device is away, and the delivery state its last connection left
- * in flight), and its file, `<dataDir>/store.json`.
+ * QoS 1/2 messages queued while the device is away, the delivery state its last connection left
+ * in flight, and a last will waiting out its MQTT 5 will delay), and its file, `<dataDir>/store.json`.
  * Pure apart from {@link StoreFile}: the store process (server.ts) drives it, tests use it directly.
+ *
+ * What a connecting client is handed (queue, in-flight state) stays in the store until the handler
+ * confirms it delivered it ({@link StoreState.ackSession}): a reply that never arrives loses nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { log, TopicTree } from 'gatewayworker';
 
-/** MQTT 5 properties a stored message keeps (the ones a publish carries on to subscribers). */
-export interface MessageProperties {
+/**
+ * MQTT 5 properties a stored message keeps (the ones a publish carries on to subscribers). A type,
+ * not an interface, so it passes where the runtime takes any `Record<string, unknown>`.
+ */
+export type MessageProperties = {
   payloadFormatIndicator?: boolean;
   /** Seconds the message lives; counted down while it waits in the store. */
   messageExpiryInterval?: number;
@@ -18,7 +24,12 @@ export interface MessageProperties {
   responseTopic?: string;
   correlationData?: Buffer;
   userProperties?: Record<string, string | string[]>;
-}
+  /**
+   * In-flight messages only: the subscription identifiers they were first sent with, so that the
+   * resend with DUP is the same PUBLISH. Queued and retained messages get theirs at delivery.
+   */
+  subscriptionIdentifier?: number | number[];
+};
 
 /** A retained or queued message. */
 export interface StoredMessage {
@@ -59,17 +70,26 @@ export interface OpenedSession {
   subscriptions: StoredSubscription[];
   /**
    * What the last connection left in flight, oldest first, as it was (packet ids, released):
-   * for `Gateway.restoreMqttSession`, before anything else is delivered. Now out of the store.
+   * for `Gateway.restoreMqttSession`, before anything else is delivered. Stays in the store
+   * until {@link StoreState.ackSession}.
    */
   inflight: StoredInflight[];
   /** Packet ids of the client's own QoS 2 PUBLISHes still awaiting its PUBREL (for `restoreMqttSession`). */
   awaitingRelease: number[];
-  /** QoS ≥ 1 messages kept while the device was away, oldest first, to deliver fresh; now out of the queue. */
+  /** QoS ≥ 1 messages kept while the device was away, oldest first, to deliver fresh; queued until {@link StoreState.ackSession}. */
   queued: StoredMessage[];
-  /** Queued messages dropped since the last connection because the queue was full. */
+  /** Queued or in-flight messages dropped since the last acknowledged connection (a cap was reached). */
   dropped: number;
-  /** Number of this connection of the session; pass it to closeSession so a late close of a taken-over connection does not end the new one. */
+  /**
+   * Number of this connection of the session, unique and growing: the latest wins. Pass it to
+   * resumeSession, ackSession and closeSession, which leave a newer connection's session alone.
+   */
   generation: number;
+  /**
+   * The connection (`owner` of its openSession) that had the session online until this open
+   * superseded it: it lost, close it. Absent when the session was offline or new.
+   */
+  replaced?: string;
 }
 
 /** Options of {@link StoreState.openSession}. */
@@ -80,7 +100,33 @@ export interface OpenOptions {
   expirySeconds: number;
   /** 'later': keep queueing publishes until {@link StoreState.resumeSession}. Default: stop now. */
   resume?: 'now' | 'later';
+  /** Who opens it (the gateway client id of the connection): reported as `replaced` to the next opener. */
+  owner?: string;
 }
+
+/** What {@link StoreState.resumeSession} gives back. */
+export interface ResumedSession {
+  /** False: a newer connection opened the session meanwhile (or it ended); this one lost and must close. */
+  current: boolean;
+  /** Queued since openSession, oldest first; like `queued`, kept until {@link StoreState.ackSession}. */
+  queued: StoredMessage[];
+}
+
+/** A last will waiting out its will delay, as {@link StoreState.takeDueWills} hands it out. */
+export interface DueWill {
+  /** The session key it belongs to. */
+  clientId: string;
+  message: StoredMessage;
+}
+
+/** What became of a will given to {@link StoreState.delayWill}. */
+export type WillOutcome =
+  /** Kept; published by whoever calls takeDueWills once the delay (or the session) is over. */
+  | 'kept'
+  /** A newer connection of the session came first: the will must not be published. */
+  | 'reconnected'
+  /** The session is gone already: publish the will now. */
+  | 'ended';
 
 /** Options of {@link StoreState.closeSession}. */
 export interface CloseOptions {
@@ -96,6 +142,17 @@ export interface CloseOptions {
 export interface StoreLimits {
   /** Messages queued per offline session; the oldest go first. */
   maxQueuedPerSession: number;
+  /**
+   * Bytes (payload and topic) one session keeps, queued and in-flight messages together; past
+   * it the oldest queued messages go first, then the oldest unreleased in-flight ones. Default:
+   * no limit.
+   */
+  maxQueuedBytesPerSession?: number;
+  /**
+   * Persistent sessions one device keeps (its keys `<deviceId>:…`; anonymous clients share one
+   * count): past it, opening another ends the device's longest-offline ones. Default: no limit.
+   */
+  maxSessionsPerDevice?: number;
   /** Retained topics kept; new topics beyond it are refused. */
   maxRetained: number;
   /** Milliseconds since the epoch (tests move it). */
@@ -113,9 +170,13 @@ interface Entry {
 
 interface Session {
   clientId: string;
+  /** The device part of the key (see {@link deviceOf}). */
+  device: string;
   /** 0: ends with the connection (nothing kept). */
   expirySeconds: number;
   online: boolean;
+  /** The connection that opened it (OpenOptions.owner), while online. */
+  owner: string | null;
   /**
    * Its subscriptions are in the offline index, so publishes are queued for it: while offline,
    * and while resuming (online, but its subscriptions not live on the gateway yet).
@@ -126,9 +187,41 @@ interface Session {
   subscriptions: Map<string, StoredSubscription>;
   queue: Entry[];
   dropped: number;
-  /** Delivery state the last connection left (MQTT §4.4), kept apart from the queue; empty while online. */
+  /** Delivery state the last connection left (MQTT §4.4), kept apart from the queue. */
   inflight: StoredInflight[];
   awaitingRelease: number[];
+  /** Bytes of `queue` and `inflight` (see {@link sizeOf}). */
+  bytes: number;
+  /** What the current connection was handed and has not acknowledged yet. */
+  handout: Handout | null;
+}
+
+/** What openSession and resumeSession handed to one connection, deleted by ackSession. */
+interface Handout {
+  generation: number;
+  /** Queue entries handed out; they stay queued until acknowledged. */
+  entries: Set<Entry>;
+  /** The in-flight state handed out (these very arrays: a close replaces them). */
+  inflight: StoredInflight[];
+  awaitingRelease: number[];
+}
+
+/** A will waiting out its delay. */
+interface PendingWill {
+  message: StoredMessage;
+  /** When it is due (ms): the will delay or the session's end, whichever comes first. */
+  dueAt: number;
+}
+
+/** The device a session key belongs to: what comes before the first `:` (device ids never hold one). */
+export function deviceOf(clientId: string): string {
+  const at = clientId.indexOf(':');
+  return at === -1 ? clientId : clientId.slice(0, at);
+}
+
+/** What a message costs a session's byte cap: its payload and topic. */
+export function sizeOf(message: StoredMessage): number {
+  return message.payload.length + Buffer.byteLength(message.topic);
 }
 
 interface RetainedNode {
@@ -224,11 +317,15 @@ function collect(node: RetainedNode, out: Entry[]): void {
   for (const child of node.children.values()) collect(child, out);
 }
 
-/** Keeps only the properties a stored message may carry (not topic aliases or subscription ids). */
-export function pickProperties(properties: unknown): MessageProperties | undefined {
+/**
+ * Keeps only the properties a stored message may carry: not topic aliases, and subscription ids
+ * only with `withSubscriptionIds` (an in-flight message keeps the ones it was sent with).
+ */
+export function pickProperties(properties: unknown, withSubscriptionIds = false): MessageProperties | undefined {
   if (typeof properties !== 'object' || properties === null) return undefined;
   const p = properties as Record<string, unknown>;
   const out: MessageProperties = {};
+  if (withSubscriptionIds && isSubscriptionIds(p.subscriptionIdentifier)) out.subscriptionIdentifier = p.subscriptionIdentifier;
   if (typeof p.payloadFormatIndicator === 'boolean') out.payloadFormatIndicator = p.payloadFormatIndicator;
   if (typeof p.messageExpiryInterval === 'number' && p.messageExpiryInterval >= 0) out.messageExpiryInterval = p.messageExpiryInterval;
   if (typeof p.contentType === 'string') out.contentType = p.contentType;
@@ -236,6 +333,12 @@ export function pickProperties(properties: unknown): MessageProperties | undefin
   if (Buffer.isBuffer(p.correlationData)) out.correlationData = p.correlationData;
   if (isUserProperties(p.userProperties)) out.userProperties = p.userProperties;
   return Object.keys(out).length > 0 ? out : undefined;
+}
+
+const isSubscriptionId = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 268_435_455;
+
+function isSubscriptionIds(value: unknown): value is number | number[] {
+  return isSubscriptionId(value) || (Array.isArray(value) && value.length > 0 && value.every(isSubscriptionId));
 }
 
 function isUserProperties(value: unknown): value is Record<string, string | string[]> {
@@ -268,9 +371,14 @@ export class StoreState {
   retainedRefused = 0;
   private readonly retained = new RetainedTree();
   private readonly sessions = new Map<string, Session>();
+  /** Sessions by device (see {@link deviceOf}), for {@link StoreLimits.maxSessionsPerDevice}. */
+  private readonly byDevice = new Map<string, Set<Session>>();
   /** Subscriptions of offline sessions only: who a publish is queued for. */
   private readonly offline = new TopicTree<StoredSubscription>();
+  /** Wills waiting out their delay, by session key (kept apart: a will outlives its session). */
+  private readonly wills = new Map<string, PendingWill>();
   private readonly now: () => number;
+  private readonly maxBytes: number;
   /**
    * Generations are unique across sessions and restarts, not counted per session: a session
    * dropped and made again (clean start) must not reuse the number a late close still carries.
@@ -280,6 +388,7 @@ export class StoreState {
 
   constructor(private readonly limits: StoreLimits) {
     this.now = limits.now ?? Date.now;
+    this.maxBytes = limits.maxQueuedBytesPerSession ?? Infinity;
     this.nextGeneration = Date.now() * 1000;
   }
 
@@ -330,7 +439,12 @@ export class StoreState {
 
   /**
    * A client connects. `clean` drops an old session. `expirySeconds` > 0 makes the session
-   * persistent (kept that long after the connection ends; 0xFFFFFFFF: for ever).
+   * persistent (kept that long after the connection ends; 0xFFFFFFFF: for ever). A will still
+   * waiting out its delay is cancelled, or, when `clean` ends the old session, due at once.
+   *
+   * What is handed out (`queued`, `inflight`, `awaitingRelease`) stays in the store until
+   * {@link ackSession} with the returned generation: if this answer is lost, or the connection
+   * fails before it delivered them, the next connection gets them again.
    *
    * With `resume: 'later'` publishes keep being queued for the session until
    * {@link resumeSession}: call that once its subscriptions are live on the gateway again, so a
@@ -339,62 +453,89 @@ export class StoreState {
   openSession(clientId: string, opts: OpenOptions): OpenedSession {
     const now = this.now();
     let session = this.sessions.get(clientId);
+    const replaced = session?.online && session.owner !== null && session.owner !== opts.owner ? session.owner : undefined;
+    const will = this.wills.get(clientId);
+    // MQTT 5 §3.1.3.2.2: back before the delay is over, no will; a due one goes out regardless.
+    if (will && will.dueAt > now && !opts.clean) this.wills.delete(clientId);
     if (session && (opts.clean || this.hasExpired(session, now))) {
       this.dropSession(session);
       session = undefined;
     }
     const present = session !== undefined;
-    if (!session) {
-      session = {
-        clientId,
-        expirySeconds: 0,
-        online: false,
-        indexed: false,
-        offlineSince: null,
-        generation: 0,
-        subscriptions: new Map(),
-        queue: [],
-        dropped: 0,
-        inflight: [],
-        awaitingRelease: [],
-      };
-      this.sessions.set(clientId, session);
-    }
+    if (!session) session = this.createSession(clientId);
     if (opts.resume === 'later') this.index(session);
     else this.unindex(session);
     session.online = true;
+    session.owner = opts.owner ?? null;
     session.offlineSince = null;
     session.expirySeconds = Math.max(0, opts.expirySeconds);
     session.generation = this.nextGeneration++;
+    if (session.expirySeconds > 0) this.limitDevice(session);
     const queued = session.queue.map((entry) => deliverable(entry, now)).filter((m): m is StoredMessage => m !== null);
-    const dropped = session.dropped;
-    if (dropped > 0) log.warn(`session ${clientId}: ${dropped} queued messages were dropped while it was away (queue full)`);
-    const { inflight, awaitingRelease } = session;
-    session.queue = [];
-    session.dropped = 0;
-    session.inflight = [];
-    session.awaitingRelease = [];
+    const { dropped, inflight, awaitingRelease } = session;
+    if (dropped > 0) log.warn(`session ${clientId}: ${dropped} messages were dropped while it was away (a cap was reached)`);
+    session.handout = { generation: session.generation, entries: new Set(session.queue), inflight, awaitingRelease };
     if (present || session.expirySeconds > 0) this.onChange();
-    return { present, subscriptions: [...session.subscriptions.values()], inflight, awaitingRelease, queued, dropped, generation: session.generation };
+    return {
+      present,
+      subscriptions: [...session.subscriptions.values()],
+      inflight: [...inflight],
+      awaitingRelease: [...awaitingRelease],
+      queued,
+      dropped,
+      generation: session.generation,
+      ...(replaced !== undefined ? { replaced } : {}),
+    };
   }
 
   /**
    * Ends the resuming phase of `openSession(…, { resume: 'later' })`: publishes are no longer
-   * queued for the session. Returns what was queued since openSession (oldest first). A stale
-   * `generation` (the connection was taken over or closed meanwhile) returns nothing.
+   * queued for the session. Returns what was queued since openSession (oldest first), kept like
+   * the rest until {@link ackSession}. `current` false: `generation` is no longer the session's (a
+   * newer connection opened it, or it ended), and nothing changed.
    */
-  resumeSession(clientId: string, generation: number): StoredMessage[] {
+  resumeSession(clientId: string, generation: number): ResumedSession {
     const session = this.sessions.get(clientId);
-    if (!session || !session.online || session.generation !== generation) return [];
+    if (!session || !session.online || session.generation !== generation) return { current: false, queued: [] };
     this.unindex(session);
+    const handout = (session.handout ??= { generation, entries: new Set(), inflight: session.inflight, awaitingRelease: session.awaitingRelease });
     const now = this.now();
-    const queued = session.queue.map((entry) => deliverable(entry, now)).filter((m): m is StoredMessage => m !== null);
-    if (session.queue.length > 0) {
-      session.queue = [];
-      session.dropped = 0;
-      this.onChange();
+    const queued: StoredMessage[] = [];
+    for (const entry of session.queue) {
+      if (handout.entries.has(entry)) continue;
+      handout.entries.add(entry);
+      const message = deliverable(entry, now);
+      if (message) queued.push(message);
     }
-    return queued;
+    return { current: true, queued };
+  }
+
+  /**
+   * The connection of `generation` delivered what openSession and resumeSession handed it: it
+   * leaves the store now. A stale generation changes nothing.
+   */
+  ackSession(clientId: string, generation: number): void {
+    const session = this.sessions.get(clientId);
+    const handout = session?.handout;
+    if (!session || !handout || handout.generation !== generation) return;
+    session.handout = null;
+    let changed = session.dropped > 0;
+    session.dropped = 0;
+    if (handout.entries.size > 0) {
+      session.queue = session.queue.filter((entry) => !handout.entries.has(entry));
+      changed = true;
+    }
+    if (session.inflight === handout.inflight && session.inflight.length > 0) {
+      session.inflight = [];
+      changed = true;
+    }
+    if (session.awaitingRelease === handout.awaitingRelease && session.awaitingRelease.length > 0) {
+      session.awaitingRelease = [];
+      changed = true;
+    }
+    if (!changed) return;
+    this.recount(session);
+    if (session.expirySeconds > 0) this.onChange();
   }
 
   /** Records subscriptions of a persistent session (no-op for others); same filter replaces. */
@@ -425,10 +566,12 @@ export class StoreState {
    * A client left. A persistent session goes offline (its expiry starts) and keeps what the
    * connection left in flight — `unacked` as it is (packet ids, released) and
    * `opts.awaitingRelease` — apart from its queue, for the next connection to restore; any other
-   * session ends. A close from an older connection than the current one (a take-over that did not
-   * wait for it) leaves the session online: the current connection has restored its state
-   * already, so that close's unreleased messages are queued (first) to be delivered fresh, and
-   * its released ones and awaitingRelease ids, meaningless on another connection, are dropped.
+   * session ends. What it was handed and never acknowledged stays for the next connection.
+   *
+   * A close from an older connection than the current one (a take-over that did not wait for it)
+   * leaves the session online: the current connection has restored its state already, so that
+   * close's unreleased messages are queued (first) to be delivered fresh, and its released ones
+   * and awaitingRelease ids, meaningless on another connection, are dropped.
    */
   closeSession(clientId: string, unacked: readonly (StoredMessage | StoredInflight)[], opts: CloseOptions = {}): void {
     const session = this.sessions.get(clientId);
@@ -437,7 +580,10 @@ export class StoreState {
     const inflight = unacked.map((m) => toInflight(m)).filter((m): m is StoredInflight => m !== null);
     if (opts.generation !== undefined && opts.generation !== session.generation) {
       const entries = inflight.filter((m) => !m.released).map((m) => ({ message: plainMessage(m), at: now }));
-      if (session.expirySeconds > 0 && entries.length > 0) this.enqueue(session, entries, true);
+      if (session.expirySeconds > 0 && entries.length > 0) {
+        this.enqueue(session, entries, true);
+        this.onChange();
+      }
       return;
     }
     const wasPersistent = session.expirySeconds > 0;
@@ -451,13 +597,27 @@ export class StoreState {
       session.online = false;
       session.offlineSince = now;
     }
+    session.owner = null;
+    session.handout = null;
     this.index(session);
-    // Normally empty here (openSession handed it out); should a close come twice, the older
-    // state is not lost: its unreleased messages go out fresh.
-    const older = session.inflight.filter((m) => !m.released).map((m) => ({ message: plainMessage(m), at: now }));
-    if (older.length > 0) this.enqueue(session, older, true);
-    session.inflight = inflight;
+    // Normally empty (acknowledged). Else it was handed out and never confirmed (the connection
+    // failed while restoring): what the connection reports again is in `unacked`; the rest stays
+    // in flight under its packet id, or, when this connection used that id for another message,
+    // goes out fresh. Duplicates rather than losses.
+    const used = new Set(inflight.map((m) => m.packetId).filter((id) => id > 0));
+    const reported = (m: StoredInflight): boolean => inflight.some((n) => n.packetId === m.packetId && n.topic === m.topic && n.payload.equals(m.payload));
+    const kept: StoredInflight[] = [];
+    const fresh: Entry[] = [];
+    for (const m of session.inflight) {
+      if (m.released ? used.has(m.packetId) : reported(m)) continue;
+      if (m.packetId === 0 || !used.has(m.packetId)) kept.push(m);
+      else if (!m.released) fresh.push({ message: plainMessage(m), at: now });
+    }
+    // Only the PUBREL of a released message is left to send: its payload is not kept.
+    session.inflight = [...kept, ...inflight.map((m) => (m.released ? { ...m, payload: Buffer.alloc(0) } : m))];
     session.awaitingRelease = packetIds(opts.awaitingRelease ?? []);
+    this.recount(session);
+    this.enqueue(session, fresh, true);
     this.onChange();
   }
 
@@ -491,6 +651,37 @@ export class StoreState {
     return count;
   }
 
+  /**
+   * The connection of `generation` ended without a goodbye and its will has an MQTT 5 will delay:
+   * the will waits here, due after `delaySeconds` or when the session ends, whichever comes
+   * first, unless the session is opened again before. See {@link WillOutcome}.
+   */
+  delayWill(clientId: string, generation: number, will: StoredMessage, delaySeconds: number): WillOutcome {
+    const session = this.sessions.get(clientId);
+    if (!session) return 'ended';
+    if (session.online || session.generation !== generation) return 'reconnected';
+    const expiry = session.expirySeconds >= NEVER ? Infinity : session.expirySeconds;
+    const stored: StoredMessage = { topic: will.topic, payload: will.payload, qos: will.qos, retain: will.retain === true };
+    const properties = pickProperties(will.properties);
+    if (properties) stored.properties = properties;
+    this.wills.set(clientId, { message: stored, dueAt: (session.offlineSince ?? this.now()) + Math.min(delaySeconds, expiry) * 1000 });
+    this.onChange();
+    return 'kept';
+  }
+
+  /** Wills whose delay is over (or whose session ended), now out of the store: publish them. */
+  takeDueWills(): DueWill[] {
+    const now = this.now();
+    const due: DueWill[] = [];
+    for (const [clientId, will] of this.wills) {
+      if (will.dueAt > now) continue;
+      this.wills.delete(clientId);
+      due.push({ clientId, message: will.message });
+    }
+    if (due.length > 0) this.onChange();
+    return due;
+  }
+
   /** Ends offline sessions whose expiry has passed; returns how many. */
   sweep(): number {
     const now = this.now();
@@ -506,7 +697,17 @@ export class StoreState {
 
   /** A read-only view of one session (for tests and diagnostics). */
   inspect(clientId: string):
-    | { online: boolean; expirySeconds: number; subscriptions: StoredSubscription[]; queued: StoredMessage[]; dropped: number; inflight: StoredInflight[]; awaitingRelease: number[] }
+    | {
+        online: boolean;
+        expirySeconds: number;
+        subscriptions: StoredSubscription[];
+        queued: StoredMessage[];
+        dropped: number;
+        inflight: StoredInflight[];
+        awaitingRelease: number[];
+        bytes: number;
+        will: { message: StoredMessage; dueAt: number } | null;
+      }
     | undefined {
     const s = this.sessions.get(clientId);
     if (!s) return undefined;
@@ -518,21 +719,23 @@ export class StoreState {
       dropped: s.dropped,
       inflight: [...s.inflight],
       awaitingRelease: [...s.awaitingRelease],
+      bytes: s.bytes,
+      will: this.wills.get(clientId) ?? null,
     };
   }
 
   /** Counts for logs and status. */
-  stats(): { retained: number; sessions: number; online: number; queued: number } {
+  stats(): { retained: number; sessions: number; online: number; queued: number; wills: number } {
     let online = 0;
     let queued = 0;
     for (const s of this.sessions.values()) {
       if (s.online) online++;
       queued += s.queue.length;
     }
-    return { retained: this.retained.size, sessions: this.sessions.size, online, queued };
+    return { retained: this.retained.size, sessions: this.sessions.size, online, queued, wills: this.wills.size };
   }
 
-  /** Everything worth keeping, for the file: retained messages and persistent sessions. */
+  /** Everything worth keeping, for the file: retained messages, persistent sessions, delayed wills. */
   snapshot(): Snapshot {
     const sessions: SessionSnapshot[] = [];
     for (const s of this.sessions.values()) {
@@ -549,7 +752,8 @@ export class StoreState {
         awaitingRelease: s.awaitingRelease,
       });
     }
-    return { version: 1, savedAt: new Date(this.now()).toISOString(), retained: this.retained.entries(), sessions };
+    const wills = [...this.wills].map(([clientId, will]) => ({ clientId, message: will.message, dueAt: will.dueAt }));
+    return { version: 1, savedAt: new Date(this.now()).toISOString(), retained: this.retained.entries(), sessions, wills };
   }
 
   /**
@@ -576,10 +780,64 @@ export class StoreState {
         continue;
       }
       this.sessions.set(session.clientId, session);
+      this.deviceSessions(session.device).add(session);
+      this.recount(session);
       this.index(session);
       if (session.generation >= this.nextGeneration) this.nextGeneration = session.generation + 1;
     }
+    // Absent in files written before wills were delayed.
+    for (const raw of Array.isArray(data.wills) ? data.wills : []) {
+      const message = isRecord(raw) && typeof raw.clientId === 'string' && typeof raw.dueAt === 'number' ? toMessage(raw.message) : null;
+      if (message && isRecord(raw)) this.wills.set(raw.clientId as string, { message, dueAt: raw.dueAt as number });
+      else skipped++;
+    }
     return skipped;
+  }
+
+  private createSession(clientId: string): Session {
+    const session: Session = {
+      clientId,
+      device: deviceOf(clientId),
+      expirySeconds: 0,
+      online: false,
+      owner: null,
+      indexed: false,
+      offlineSince: null,
+      generation: 0,
+      subscriptions: new Map(),
+      queue: [],
+      dropped: 0,
+      inflight: [],
+      awaitingRelease: [],
+      bytes: 0,
+      handout: null,
+    };
+    this.sessions.set(clientId, session);
+    this.deviceSessions(session.device).add(session);
+    return session;
+  }
+
+  private deviceSessions(device: string): Set<Session> {
+    let set = this.byDevice.get(device);
+    if (!set) this.byDevice.set(device, (set = new Set()));
+    return set;
+  }
+
+  /**
+   * One device may not keep more than maxSessionsPerDevice persistent sessions (a device making
+   * up client ids must not fill the store): its longest-offline ones end. Online ones stay.
+   */
+  private limitDevice(session: Session): void {
+    const max = this.limits.maxSessionsPerDevice;
+    if (max === undefined) return;
+    const persistent = [...this.deviceSessions(session.device)].filter((s) => s.expirySeconds > 0);
+    const excess = persistent.length - max;
+    if (excess <= 0) return;
+    const offline = persistent.filter((s) => !s.online).sort((a, b) => (a.offlineSince ?? 0) - (b.offlineSince ?? 0));
+    for (const old of offline.slice(0, excess)) {
+      log.warn(`device ${JSON.stringify(session.device)} has more than ${max} persistent sessions: ending the longest offline one`, { session: old.clientId });
+      this.dropSession(old);
+    }
   }
 
   private hasExpired(session: Session, now: number): boolean {
@@ -587,19 +845,60 @@ export class StoreState {
     return now - session.offlineSince >= session.expirySeconds * 1000;
   }
 
+  /** Adds to the queue (`first`: before what is there), then enforces the caps. */
   private enqueue(session: Session, entries: Entry[], first: boolean): void {
-    session.queue = first ? [...entries, ...session.queue] : (session.queue.push(...entries), session.queue);
-    const excess = session.queue.length - this.limits.maxQueuedPerSession;
-    if (excess > 0) {
-      session.queue.splice(0, excess);
-      if (session.dropped === 0) log.warn(`session ${session.clientId}: queue full (${this.limits.maxQueuedPerSession}), dropping its oldest messages`);
-      session.dropped += excess;
-    }
+    if (entries.length > 0) session.queue = first ? [...entries, ...session.queue] : (session.queue.push(...entries), session.queue);
+    for (const entry of entries) session.bytes += sizeOf(entry.message);
+    this.trim(session);
   }
 
+  /**
+   * Past maxQueuedPerSession messages or maxQueuedBytesPerSession bytes, the oldest queued
+   * messages are dropped; past the bytes with the queue empty, the oldest unreleased in-flight
+   * ones. Each is counted in `dropped` (logged once per episode, and when the device is back).
+   */
+  private trim(session: Session): void {
+    let drop = 0;
+    let bytes = session.bytes;
+    while (drop < session.queue.length && (session.queue.length - drop > this.limits.maxQueuedPerSession || bytes > this.maxBytes)) {
+      bytes -= sizeOf(session.queue[drop].message);
+      drop++;
+    }
+    if (drop > 0) session.queue.splice(0, drop);
+    let dropped = drop;
+    while (bytes > this.maxBytes) {
+      const i = session.inflight.findIndex((m) => !m.released);
+      if (i === -1) break;
+      bytes -= sizeOf(session.inflight[i]);
+      session.inflight = session.inflight.filter((_, j) => j !== i);
+      dropped++;
+    }
+    session.bytes = bytes;
+    if (dropped === 0) return;
+    if (session.dropped === 0) {
+      log.warn(
+        `session ${session.clientId}: over its cap (${this.limits.maxQueuedPerSession} messages, ${this.maxBytes} bytes), dropping its oldest QoS 1/2 messages`,
+      );
+    }
+    session.dropped += dropped;
+  }
+
+  private recount(session: Session): void {
+    let bytes = 0;
+    for (const entry of session.queue) bytes += sizeOf(entry.message);
+    for (const m of session.inflight) bytes += sizeOf(m);
+    session.bytes = bytes;
+  }
+
+  /** Ends a session; a will still waiting for it is due now (MQTT 5: the session ended). */
   private dropSession(session: Session): void {
     this.unindex(session);
     this.sessions.delete(session.clientId);
+    const devices = this.byDevice.get(session.device);
+    devices?.delete(session);
+    if (devices?.size === 0) this.byDevice.delete(session.device);
+    const will = this.wills.get(session.clientId);
+    if (will) will.dueAt = Math.min(will.dueAt, this.now());
   }
 
   private index(session: Session): void {
@@ -621,6 +920,8 @@ export interface Snapshot {
   savedAt: string;
   retained: Array<{ message: StoredMessage; at: number }>;
   sessions: SessionSnapshot[];
+  /** Wills waiting out their delay (absent in files written before they were kept). */
+  wills?: Array<{ clientId: string; message: StoredMessage; dueAt: number }>;
 }
 
 /** One persistent session in a {@link Snapshot}. */
@@ -658,13 +959,19 @@ export function toInflight(value: unknown): StoredInflight | null {
   const message = toMessage(value);
   if (!message || message.qos === 0) return null;
   const v = value as Record<string, unknown>;
-  return { ...message, qos: message.qos, retain: message.retain === true, packetId: isPacketId(v.packetId) ? v.packetId : 0, released: v.released === true };
+  const inflight: StoredInflight = { ...message, qos: message.qos, retain: message.retain === true, packetId: isPacketId(v.packetId) ? v.packetId : 0, released: v.released === true };
+  // Sent once already: it goes out again as it was, subscription identifiers included.
+  const properties = pickProperties(v.properties, true);
+  if (properties) inflight.properties = properties;
+  else delete inflight.properties;
+  return inflight;
 }
 
-/** The message without its delivery state (to queue it for a fresh delivery). */
+/** The message without its delivery state (to queue it for a fresh delivery, which adds its own subscription ids). */
 function plainMessage(m: StoredInflight): StoredMessage {
-  const { packetId: _id, released: _released, ...message } = m;
-  return message;
+  const { packetId: _id, released: _released, properties, ...message } = m;
+  const kept = pickProperties(properties);
+  return kept ? { ...message, properties: kept } : message;
 }
 
 const isPacketId = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value > 0 && value <= 0xffff;
@@ -700,8 +1007,10 @@ function toSession(value: unknown, now: number): Session | null {
   }
   return {
     clientId: value.clientId,
+    device: deviceOf(value.clientId),
     expirySeconds: value.expirySeconds,
     online: false,
+    owner: null,
     indexed: false,
     offlineSince: typeof value.offlineSince === 'number' ? value.offlineSince : now,
     generation: typeof value.generation === 'number' ? value.generation : 0,
@@ -710,6 +1019,8 @@ function toSession(value: unknown, now: number): Session | null {
     dropped: typeof value.dropped === 'number' ? value.dropped : 0,
     inflight: Array.isArray(value.inflight) ? value.inflight.map((m) => toInflight(m)).filter((m): m is StoredInflight => m !== null) : [],
     awaitingRelease: Array.isArray(value.awaitingRelease) ? packetIds(value.awaitingRelease) : [],
+    bytes: 0,
+    handout: null,
   };
 }
 
