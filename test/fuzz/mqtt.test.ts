@@ -128,7 +128,7 @@ t.test('decoders', async (t) => {
   const watchdog = new Watchdog(10_000);
   t.teardown(() => watchdog.stop());
   const tally = new ErrorTally();
-  const kinds = { accepted: 0, refused: 0, reencodeRefused: 0 };
+  const kinds = { accepted: 0, refused: 0, reencodeRefused: 0, knownBug: 0 };
   const version = fc.constantFrom(3 as const, 4 as const, 5 as const);
   const input = version.chain((v) => fc.tuple(fc.constant(v), inputs(fc.oneof(sequence(v), connectBytes), mqttFields)));
   await fuzz(
@@ -144,6 +144,9 @@ t.test('decoders', async (t) => {
       assert.equal(limited, length > limit ? -1 : length, `length of ${hex(b)} under a limit of ${limit}`);
       const packet = length > 0 && length <= b.length ? b.subarray(0, length) : b;
       const reference = parseMqtt(packet, packet[0] >> 4 === 1 ? 4 : v);
+      // A packet without the identifier or topic filter its type requires must be refused too; a
+      // runtime that takes it has the known bug (the todo test below), counted here.
+      const problem = 'packet' in reference ? packetIdProblem(reference.packet) : null;
       let decoded: Packet | null = null;
       let failure: unknown = null;
       watchdog.bounded('decodeMqttPacket', packet, () => {
@@ -161,6 +164,10 @@ t.test('decoders', async (t) => {
       }
       if (decoded) kinds.accepted++;
       else kinds.refused++;
+      if (problem) {
+        if (decoded) kinds.knownBug++;
+        return;
+      }
       // The cached parsers decide as a fresh one does, whatever came before.
       assert.equal(decoded !== null, !('error' in reference), `decodeMqttPacket ${decoded ? 'accepted' : 'refused'} ${hex(packet)} at v${v}; a fresh parser: ${'error' in reference ? reference.error : 'accepts'}`);
       if (decoded && 'packet' in reference) assert.equal(JSON.stringify(decoded), JSON.stringify(reference.packet), 'the same packet as a fresh parser');
@@ -225,7 +232,7 @@ t.test('decodeMqttPacket refuses packets without their packet identifier or topi
         return;
       }
       const problem = packetIdProblem(packet);
-      assert.ok(problem === null || !problem.includes('without'), `${problem}: ${hex(c.bytes.subarray(0, length))}`);
+      assert.equal(problem, null, `${problem}: ${hex(c.bytes.subarray(0, length))}`);
     }),
     { numRuns: runs(500), todo: knownBug(t, 'mqtt-packet-id', TODO_PACKET_ID) },
   );
@@ -384,6 +391,16 @@ async function goodClient(t: Test, port: number): Promise<{ ask(): Promise<void>
   };
 }
 
+/** Whether this runtime's decoder takes `bytes` (the gateway's own check). */
+function runtimeAccepts(bytes: Buffer, version: MqttVersion): boolean {
+  try {
+    decodeMqttPacket(bytes, version);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * One live case: `prefix` (a CONNECT already answered, or nothing), then the fuzzed bytes, then
  * what finishes a packet in progress and a PINGREQ probe when the reference says the connection
@@ -397,12 +414,12 @@ async function liveCase(app: MqttApp, start: { connect: Buffer; version: MqttVer
       await peer.next((p) => p.cmd === 'connack', 'CONNACK to the valid CONNECT');
     }
     const from = start ? start.version : 0;
-    const first = refMqttSession(input, MAX_PACKET, from);
+    const first = refMqttSession(input, MAX_PACKET, from, runtimeAccepts);
     let all = input;
     if (first.end === 'open') all = Buffer.concat([all, completeMqttPacket(first.pending, MAX_PACKET)]);
-    const second = refMqttSession(all, MAX_PACKET, from);
+    const second = refMqttSession(all, MAX_PACKET, from, runtimeAccepts);
     if (second.end === 'open' && second.version !== 0) all = Buffer.concat([all, Buffer.from([0xc0, 0x00])]);
-    const expected = refMqttSession(all, MAX_PACKET, from);
+    const expected = refMqttSession(all, MAX_PACKET, from, runtimeAccepts);
     if (expected.knownBug) {
       // The runtime accepts it and answers with a truncated packet (see TODO_PACKET_ID): nothing to
       // predict past it; the gateway must still survive it.
@@ -443,8 +460,38 @@ const TODO_CONNACK_ORDER =
   'the packets after the CONNECT (or forward them in order and let the gateway answer only after the CONNACK); replay ' +
   'them once a successful CONNACK went out, drop them when it refuses.';
 
+const TODO_AFTER_REFUSAL =
+  'runtime bug: when the gateway refuses an mqtt:// client (malformed packet, second CONNECT, packet too large for ' +
+  'MQTT rules), MqttLayer.refuse() only calls conn.close(), which half-closes the socket (StreamTransport.close: ' +
+  'socket.end()); StreamTransport.onData goes on framing the rest of the bytes it has read, and Gateway.clientMessage ' +
+  'passes every package to MqttLayer.receive, which forwards it to a worker. A PUBLISH in the same TCP read as the ' +
+  'refused packet is published to subscribers (MQTT-4.8.0-1: after a protocol error the server closes the connection, ' +
+  'it does not act on what follows). Fix: Gateway.clientMessage (runtime/src/gateway/Gateway.ts:296) returns when ' +
+  'conn.status is not "established", and/or MqttSession gets a refused flag set in MqttLayer.refuse() and checked ' +
+  'first in MqttLayer.packet() (runtime/src/gateway/mqtt.ts); StreamTransport could also stop framing once close() ' +
+  'was called.';
+
 t.test('live mqtt:// gateway', async (t) => {
   const app = await startApp(t);
+
+  await t.test('packets after a refused one are not acted on (known bug: todo)', async (t) => {
+    const topic = `fuzz-after-refusal-${process.pid}`;
+    const sub = await MqttPeer.connect(app.port, 4);
+    t.teardown(() => sub.raw.destroy());
+    sub.raw.write(encodeMqttPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'refusal-sub', clean: true, keepalive: 0 }, 4));
+    await sub.next((p) => p.cmd === 'connack', 'CONNACK');
+    sub.raw.write(encodeMqttPacket({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic, qos: 0 }] }, 4));
+    await sub.next((p) => p.cmd === 'suback', 'SUBACK');
+    const peer = await MqttPeer.connect(app.port, 4);
+    t.teardown(() => peer.raw.destroy());
+    peer.raw.write(encodeMqttPacket({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: 'refused', clean: true, keepalive: 0 }, 4));
+    await peer.next((p) => p.cmd === 'connack', 'CONNACK');
+    // A PINGREQ with reserved flag bits set (malformed: the gateway refuses the client), then a PUBLISH, in one write.
+    peer.raw.write(Buffer.concat([Buffer.from('c100', 'hex'), encodeMqttPacket({ cmd: 'publish', topic, payload: Buffer.from('after the refusal'), qos: 0, retain: false, dup: false }, 4)]));
+    t.ok(await peer.raw.waitUntil(() => peer.raw.closed, REPLY_MS), 'the malformed packet closes the connection');
+    const leaked = await sub.raw.waitUntil(() => sub.poll().some((p) => p.cmd === 'publish'), 1000);
+    t.notOk(leaked, 'the PUBLISH after the refused packet is not published', leaked ? { todo: knownBug(t, 'mqtt-after-refusal', TODO_AFTER_REFUSAL) } : {});
+  });
 
   await t.test('a PUBREL without its packet identifier is refused (known bug: todo)', async (t) => {
     const peer = await MqttPeer.connect(app.port, 4);

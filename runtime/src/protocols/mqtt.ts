@@ -82,7 +82,26 @@ export function decodeMqttPacket(bytes: Buffer, version: MqttVersion = 4): Packe
   if (error) throw new Error(`malformed MQTT packet: ${error.message}`);
   if (packets.length === 0 || left !== 0) throw new Error('malformed MQTT packet: incomplete');
   if (packets.length > 1) throw new Error('malformed MQTT packet: bytes after the packet');
+  const missing = missingPart(packets[0]);
+  if (missing) throw new Error(`malformed MQTT packet: ${packets[0].cmd} without ${missing}`);
   return packets[0];
+}
+
+/**
+ * What mqtt-packet lets through that the spec requires: a packet identifier (it reads a missing one
+ * as -1) on acknowledgements, QoS ≥ 1 PUBLISH, SUBSCRIBE and UNSUBSCRIBE, and at least one topic
+ * filter in SUBSCRIBE / UNSUBSCRIBE (MQTT-3.8.3-3, MQTT-3.10.3-2).
+ */
+function missingPart(packet: Packet): string | null {
+  const needsId =
+    packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubrel' || packet.cmd === 'pubcomp' || packet.cmd === 'subscribe' || packet.cmd === 'unsubscribe' || packet.cmd === 'suback' || packet.cmd === 'unsuback' || (packet.cmd === 'publish' && packet.qos > 0);
+  if (needsId) {
+    const id = (packet as { messageId?: number }).messageId;
+    if (id === undefined || !Number.isInteger(id) || id < 1 || id > 0xffff) return 'a packet identifier';
+  }
+  if (packet.cmd === 'subscribe' && (packet.subscriptions ?? []).length === 0) return 'a topic filter';
+  if (packet.cmd === 'unsubscribe' && (packet.unsubscriptions ?? []).length === 0) return 'a topic filter';
+  return null;
 }
 
 /** Encodes an MQTT packet for a client of protocol level `version`. @throws Error for an invalid packet. */
