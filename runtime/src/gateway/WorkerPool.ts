@@ -42,12 +42,13 @@ interface Pending {
 }
 
 /**
- * An event whose worker died this many times while handling it is dropped (and its client closed)
+ * An event whose worker died this many times while holding it is dropped (and its client closed)
  * instead of being handed on again: one event that kills every worker it reaches must not loop
  * forever. Only a crash counts: a link dropped for silence (a partition) or of a worker that
- * was draining (a reload) says nothing about the event.
+ * was draining (a reload) says nothing about the event. A reload that outlasts the master's
+ * stopTimeout ends in SIGKILL, which looks like a crash here: hence more than two.
  */
-const MAX_LOSSES = 2;
+const MAX_LOSSES = 5;
 
 class WorkerLink implements WorkerInfo {
   clients = 0;
