@@ -159,7 +159,8 @@ export interface RunningApp {
   stop(): Promise<void>;
 }
 
-const START_TIMEOUT_MS = 30_000;
+// Generous: with the whole suite running on 2 shared cores, an app can take a minute to start.
+const START_TIMEOUT_MS = 90_000;
 
 /**
  * `node --import tsx start.ts start` in `projectDir` (the app's own tsx, as `npm start` does) in
@@ -178,7 +179,7 @@ export async function startApp(t: Test, projectDir: string, env: NodeJS.ProcessE
 
   const cli = (...args: string[]): Promise<Run> =>
     new Promise((resolve) => {
-      execFile(...plain(process.execPath, ['--import', 'tsx', 'start.ts', ...args]), { cwd: projectDir, env: fullEnv, timeout: 30_000 }, (err, stdout, stderr) => {
+      execFile(...plain(process.execPath, ['--import', 'tsx', 'start.ts', ...args]), { cwd: projectDir, env: fullEnv, timeout: 60_000 }, (err, stdout, stderr) => {
         resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
       });
     });
