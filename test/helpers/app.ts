@@ -65,7 +65,7 @@ export interface App {
   stop(): Promise<void>;
 }
 
-const START_TIMEOUT_MS = 15_000;
+const START_TIMEOUT_MS = 60_000;
 
 export function isAlive(pid: number): boolean {
   try {
