@@ -147,8 +147,8 @@ export class WorkerPool {
   }
 
   /**
-   * Sends one client event to the worker the router picks, or holds it. `losses` and `at` carry
-   * over when an event is handed on from a dead worker or out of the hold queue.
+   * Sends one client event to the worker the router picks, or holds it. `losses` carries over
+   * when an event is handed on from a dead worker or out of the hold queue.
    */
   dispatch(client: Client, cmd: number, flags: number, payload: Buffer, losses = 0, at = Date.now()): void {
     const worker = this.route(client, cmd);
@@ -157,7 +157,9 @@ export class WorkerPool {
         log.error('no business worker and the hold queue is full: event dropped', { client: client.id, held: this.held.length });
         return;
       }
-      this.held.push({ client, cmd, flags, payload, losses, at });
+      // The hold timeout counts time without a worker, from now: an event handed on after a
+      // worker died has not been waiting for one.
+      this.held.push({ client, cmd, flags, payload, losses, at: Date.now() });
       return;
     }
     const previous = this.owner.get(client.counter);
