@@ -111,7 +111,11 @@ t.test('partition between the gateway host and the worker host, then heal', asyn
 
   t.ok(bothSidesGaveUp, `both sides noticed the partition from the silence and dropped their links (${gatewaySawItAfter} ms)`);
   t.ok(relinked, 'the links came back by themselves after the heal');
-  t.same(traffic.doubled().slice(0, 10), [], `nothing delivered twice (dup ${counts.dup})`);
+  // At least once, as for a worker's death: a message the worker handled just before the link
+  // went quiet, whose acknowledgement never crossed, is handed on and answered again. Only those
+  // may be doubled — nothing sent once the partition began reached a worker before the heal.
+  const doubledLater = traffic.doubled().filter((key) => (traffic.sentAt.get(key) ?? 0) >= partitionedAt);
+  t.same(doubledLater.slice(0, 10), [], `nothing sent during or after the partition was delivered twice (dup ${counts.dup}, all in flight when it began)`);
   t.equal(disconnected, 0, 'the partition disconnected no client');
   t.same(lostAfterHeal.slice(0, 10), [], 'every message sent after the links came back was answered');
   t.same(errorLines(workers.output()).slice(0, 3), [], 'the worker host logged no error');
