@@ -336,15 +336,20 @@ export interface MqttSessionReference {
  * What an mqtt:// gateway (stream limit `max`) does with `input`, from protocol level `version`
  * (0: the connection is new, its first packet must be a CONNECT): the stream framing, then every
  * packet must be one valid packet at the session's level; a second CONNECT closes, and so does
- * DISCONNECT (the broker closes the client).
+ * DISCONNECT (the broker closes the client). `runtimeAccepts` says whether the runtime's decoder
+ * takes a packet the spec forbids (then `knownBug` names it).
  */
-export function refMqttSession(input: Buffer, max: number, version: 0 | 3 | 4 | 5): MqttSessionReference {
+export function refMqttSession(input: Buffer, max: number, version: 0 | 3 | 4 | 5, runtimeAccepts: (bytes: Buffer, version: 3 | 4 | 5) => boolean = () => true): MqttSessionReference {
   const packets: Packet[] = [];
   let v = version;
   let pingreqs = 0;
   let pos = 0;
   let knownBug: string | null = null;
-  const done = (end: 'open' | 'closed', why: string): MqttSessionReference => ({ packets, end, why, version: v, pending: end === 'open' ? Buffer.from(input.subarray(pos)) : Buffer.alloc(0), pingreqs, knownBug });
+  let disconnected = false;
+  const done = (end: 'open' | 'closed', why: string): MqttSessionReference =>
+    disconnected
+      ? { packets, end: 'closed', why: 'DISCONNECT', version: v, pending: Buffer.alloc(0), pingreqs, knownBug }
+      : { packets, end, why, version: v, pending: end === 'open' ? Buffer.from(input.subarray(pos)) : Buffer.alloc(0), pingreqs, knownBug };
   for (;;) {
     const rest = input.length - pos;
     if (rest === 0) return done('open', 'waiting');
@@ -359,12 +364,13 @@ export function refMqttSession(input: Buffer, max: number, version: 0 | 3 | 4 | 
     const parsed = parseMqtt(bytes, v === 0 ? 4 : v);
     if ('error' in parsed) return done('closed', `malformed: ${parsed.error}`);
     const packet = parsed.packet;
-    // A missing identifier (not a zero one, which the runtime handles as a number) or topic filter:
-    // the runtime takes the packet (known bug); a correct server closes the connection.
+    // A packet the spec forbids but mqtt-packet parses (no or a zero packet identifier, no topic
+    // filter): a correct server closes the connection. A runtime that takes it (known bug) leaves
+    // nothing to predict past it.
     const problem = packetIdProblem(packet);
-    if (problem && !problem.includes('identifier 0')) {
-      knownBug = problem;
-      return done('closed', `malformed: ${knownBug}`);
+    if (problem) {
+      if (runtimeAccepts(bytes, v === 0 ? 4 : v)) knownBug = problem;
+      return done('closed', `malformed: ${problem}`);
     }
     packets.push(packet);
     if (v === 0) {
@@ -372,7 +378,9 @@ export function refMqttSession(input: Buffer, max: number, version: 0 | 3 | 4 | 
       continue;
     }
     if (packet.cmd === 'connect') return done('closed', 'second CONNECT');
-    if (packet.cmd === 'disconnect') return done('closed', 'DISCONNECT');
+    // DISCONNECT is passed on and the broker closes the client later: the gateway goes on with the
+    // packets after it meanwhile (and still answers them).
+    if (packet.cmd === 'disconnect') disconnected = true;
     if (packet.cmd === 'pingreq') pingreqs++;
   }
 }
