@@ -451,12 +451,6 @@ async function liveCase(app: MqttApp, start: { connect: Buffer; version: MqttVer
   }
 }
 
-const TODO_LIVE_CLOSE =
-  'open defect: on a machine under heavy load (the whole suite on 2 cores), a connection that sent a CONNECT and then the ' +
-  'first bytes of an acknowledgement (e.g. "62 05", "50 22": a PUBREL/PUBREC still waiting for its body) was sometimes ' +
-  'closed after its CONNACK although it should stay open waiting (seeds 1448960493, 1473668512 in such runs); the same ' +
-  'seeds pass on a quieter machine. Not yet explained: suspect the fixture\'s 1 s mqttConnectTimeout against a starved ' +
-  'event loop, or the stream framing of the bytes after the CONNECT.';
 const TODO_CONNACK_ORDER =
   'runtime bug: the gateway answers PINGREQ (PINGRESP) and PUBREL (PUBCOMP) itself as soon as it reads them, also between a ' +
   'CONNECT it forwarded and the CONNACK the worker sends back: a client that pipelines CONNECT + PINGREQ gets PINGRESP ' +
@@ -569,7 +563,7 @@ t.test('live mqtt:// gateway', async (t) => {
         const connect = generate({ cmd: 'connect', protocolId: version === 3 ? 'MQIsdp' : 'MQTT', protocolVersion: version, clientId: `f-${clientId}`, clean: true, keepalive: 0 }, version)!;
         outcomes.add(await bounded(liveCase(app, { connect, version }, c.bytes, points), CASE_MS, `packets ${hex(c.bytes)}`));
       }),
-      { numRuns: runs(LIVE_RUNS), endOnFailure: true, todo: knownBug(t, 'mqtt-live-close-under-load', TODO_LIVE_CLOSE) },
+      { numRuns: runs(LIVE_RUNS), endOnFailure: true },
     );
   });
 
