@@ -37,8 +37,6 @@ interface Pending {
   payload: Buffer;
   /** Worker links that died holding this event before. */
   losses: number;
-  /** When the client sent it (for the hold timeout). */
-  at: number;
 }
 
 /**
@@ -81,7 +79,8 @@ export class WorkerPool {
   private readonly sticky = new Map<number, WorkerLink>();
   /** Last worker that got an event of each client, to tell it when the client moves on. */
   private readonly owner = new Map<number, WorkerLink>();
-  private held: Array<Omit<Pending, 'seq'>> = [];
+  /** Events waiting for a worker, with when they started waiting (for the hold timeout). */
+  private held: Array<Omit<Pending, 'seq'> & { at: number }> = [];
   private linkNumber = 0;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -123,7 +122,7 @@ export class WorkerPool {
         event.client.conn.destroy();
         continue;
       }
-      this.dispatch(event.client, event.cmd, event.flags, event.payload, losses, event.at);
+      this.dispatch(event.client, event.cmd, event.flags, event.payload, losses);
     }
   }
 
@@ -150,7 +149,7 @@ export class WorkerPool {
    * Sends one client event to the worker the router picks, or holds it. `losses` carries over
    * when an event is handed on from a dead worker or out of the hold queue.
    */
-  dispatch(client: Client, cmd: number, flags: number, payload: Buffer, losses = 0, at = Date.now()): void {
+  dispatch(client: Client, cmd: number, flags: number, payload: Buffer, losses = 0): void {
     const worker = this.route(client, cmd);
     if (!worker) {
       if (this.held.length >= this.hold.limit) {
@@ -173,7 +172,7 @@ export class WorkerPool {
     const needsSession = cmd === Cmd.CLIENT_CLOSE || worker.sessionSent.get(client.counter) !== client.version;
     const session = needsSession ? { version: client.version, json: envelopeOf(client, this.facts) } : undefined;
     worker.link.write(encodeClientEvent(cmd, seq, client.counter, flags, payload, session));
-    worker.unacked.push({ seq, client, cmd, flags, payload, losses, at });
+    worker.unacked.push({ seq, client, cmd, flags, payload, losses });
     if (cmd === Cmd.CLIENT_CLOSE) this.forget(client.counter);
     else {
       worker.sessionSent.set(client.counter, client.version);
@@ -237,7 +236,7 @@ export class WorkerPool {
     const held = this.held;
     this.held = [];
     log.info('delivering held events', { events: held.length });
-    for (const event of held) this.dispatch(event.client, event.cmd, event.flags, event.payload, event.losses, event.at);
+    for (const event of held) this.dispatch(event.client, event.cmd, event.flags, event.payload, event.losses);
   }
 
   private expireHeld(): void {
